@@ -182,8 +182,9 @@ impl Subject {
     fn to_rcgen(&self) -> Result<DistinguishedName, X509SvidError> {
         let mut dn = DistinguishedName::new();
         if let Some(c) = &self.country {
-            let printable = rcgen::string::PrintableString::try_from(c.as_str())
-                .map_err(|_| X509SvidError::Generation("country is not a printable string".into()))?;
+            let printable = rcgen::string::PrintableString::try_from(c.as_str()).map_err(|_| {
+                X509SvidError::Generation("country is not a printable string".into())
+            })?;
             dn.push(DnType::CountryName, DnValue::PrintableString(printable));
         }
         if let Some(o) = &self.organization {
@@ -286,7 +287,10 @@ impl IssuedX509Svid {
 
     /// The chain as concatenated DER (the Workload API's `x509_svid`).
     pub fn chain_der(&self) -> Vec<u8> {
-        self.chain.iter().flat_map(|c| c.as_ref().iter().copied()).collect()
+        self.chain
+            .iter()
+            .flat_map(|c| c.as_ref().iter().copied())
+            .collect()
     }
 
     /// Takes the chain out.
@@ -431,9 +435,8 @@ impl X509Authority {
         csr_der: &[u8],
         params: &SvidParams,
     ) -> Result<IssuedX509Svid, X509SvidError> {
-        let csr = match X509CertificationRequest::from_der(csr_der) {
-            Ok((rest, csr)) if rest.is_empty() => csr,
-            _ => return Err(X509SvidError::CsrMalformed),
+        let Ok(([], csr)) = X509CertificationRequest::from_der(csr_der) else {
+            return Err(X509SvidError::CsrMalformed);
         };
         csr.verify_signature()
             .map_err(|_| X509SvidError::CsrSignature)?;
@@ -555,7 +558,7 @@ impl<S: X509Signer> RcgenKey<S> {
     fn new(signer: S) -> Result<Self, X509SvidError> {
         let spki = signer.subject_public_key_info();
         let public_key = match SubjectPublicKeyInfo::from_der(&spki) {
-            Ok((rest, parsed)) if rest.is_empty() => parsed.subject_public_key.data.to_vec(),
+            Ok(([], parsed)) => parsed.subject_public_key.data.to_vec(),
             _ => {
                 return Err(X509SvidError::Key(KeyError::InvalidPublicKey(
                     "signer returned a malformed SubjectPublicKeyInfo",
@@ -754,7 +757,10 @@ fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
 }
 
 fn der_integer(magnitude: &[u8]) -> Vec<u8> {
-    let start = magnitude.iter().position(|&b| b != 0).unwrap_or(magnitude.len());
+    let start = magnitude
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(magnitude.len());
     let magnitude = &magnitude[start..];
     let mut content = Vec::with_capacity(magnitude.len() + 1);
     if magnitude.first().is_none_or(|&b| b & 0x80 != 0) {
@@ -771,7 +777,10 @@ fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
         out.push(len as u8);
     } else {
         let bytes = len.to_be_bytes();
-        let skip = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len() - 1);
+        let skip = bytes
+            .iter()
+            .position(|&b| b != 0)
+            .unwrap_or(bytes.len() - 1);
         out.push(0x80 | (bytes.len() - skip) as u8);
         out.extend_from_slice(&bytes[skip..]);
     }

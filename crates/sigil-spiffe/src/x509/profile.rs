@@ -36,7 +36,7 @@ pub fn check_signing_der(der: &[u8]) -> Result<Option<SpiffeId>, X509SvidError> 
 /// Parses exactly one DER certificate; `index` names its place in a chain for the error.
 pub(crate) fn parse_one(der: &[u8], index: usize) -> Result<X509Certificate<'_>, X509SvidError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         _ => Err(X509SvidError::CertificateParse { index }),
     }
 }
@@ -119,10 +119,14 @@ fn single_uri_san<'a>(cert: &'a X509Certificate<'_>) -> Result<Option<&'a str>, 
     let Some(san) = cert.subject_alternative_name().map_err(malformed)? else {
         return Ok(None);
     };
-    let mut uris = san.value.general_names.iter().filter_map(|name| match name {
-        GeneralName::URI(uri) => Some(*uri),
-        _ => None,
-    });
+    let mut uris = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        });
     let first = uris.next();
     if uris.next().is_some() {
         return Err(X509SvidError::MultipleUriSans);

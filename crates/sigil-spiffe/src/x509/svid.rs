@@ -28,7 +28,10 @@ pub struct X509Svid {
 impl X509Svid {
     /// Checks a chain (leaf first) and its private key, e.g. a freshly issued SVID joined to
     /// the key the agent generated.
-    pub fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKey) -> Result<Self, X509SvidError> {
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKey,
+    ) -> Result<Self, X509SvidError> {
         let (spiffe_id, not_after) = check_chain(&chain, &key)?;
         Ok(Self {
             spiffe_id,
@@ -42,7 +45,8 @@ impl X509Svid {
     /// and `x509_svid_key` (unencrypted PKCS#8 DER) (checklist item 58).
     pub fn parse_from_der(chain_der: &[u8], key_der: &[u8]) -> Result<Self, X509SvidError> {
         let chain = split_der_chain(chain_der)?;
-        let key = PrivateKey::from_pkcs8_der(key_der).map_err(|_| X509SvidError::PrivateKeyParse)?;
+        let key =
+            PrivateKey::from_pkcs8_der(key_der).map_err(|_| X509SvidError::PrivateKeyParse)?;
         Self::new(chain, key)
     }
 
@@ -92,7 +96,10 @@ impl X509Svid {
 
     /// The chain as concatenated DER, the Workload API's `x509_svid` field.
     pub fn chain_der(&self) -> Vec<u8> {
-        self.chain.iter().flat_map(|c| c.as_ref().iter().copied()).collect()
+        self.chain
+            .iter()
+            .flat_map(|c| c.as_ref().iter().copied())
+            .collect()
     }
 
     /// The chain as consecutive `CERTIFICATE` PEM blocks (`svid.0.pem`).
@@ -102,12 +109,13 @@ impl X509Svid {
 }
 
 /// Splits concatenated DER certificates. Empty input is an empty chain.
-pub(crate) fn split_der_chain(mut der: &[u8]) -> Result<Vec<CertificateDer<'static>>, X509SvidError> {
+pub(crate) fn split_der_chain(
+    mut der: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, X509SvidError> {
     let mut chain = Vec::new();
     while !der.is_empty() {
-        let rest = match X509Certificate::from_der(der) {
-            Ok((rest, _)) => rest,
-            Err(_) => return Err(X509SvidError::CertificateParse { index: chain.len() }),
+        let Ok((rest, _)) = X509Certificate::from_der(der) else {
+            return Err(X509SvidError::CertificateParse { index: chain.len() });
         };
         let (cert, _) = der.split_at(der.len() - rest.len());
         chain.push(CertificateDer::from(cert.to_vec()));
@@ -135,13 +143,18 @@ fn check_chain(
     if leaf_key != key.public_key() {
         return Err(X509SvidError::KeyMismatch);
     }
-    Ok((spiffe_id, unix_to_system(leaf.validity().not_after.timestamp())))
+    Ok((
+        spiffe_id,
+        unix_to_system(leaf.validity().not_after.timestamp()),
+    ))
 }
 
 fn key_from_pem(pem: &[u8]) -> Result<PrivateKey, X509SvidError> {
     let mut any_block = false;
     for item in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem) {
         let (kind, der) = item.map_err(|e| X509SvidError::MalformedPem(e.to_string()))?;
+        // The block may be a private key: wipe the decoded bytes when done.
+        let der = zeroize::Zeroizing::new(der);
         any_block = true;
         if kind == SectionKind::PrivateKey {
             return PrivateKey::from_pkcs8_der(&der).map_err(|e| match e {

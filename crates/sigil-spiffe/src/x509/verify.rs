@@ -131,7 +131,9 @@ fn build_path<'a>(
     let anchors = bundle.trust_anchors();
     if anchors.is_empty() {
         // Checklist item 37: a bundle without usable authorities trusts nothing.
-        return Err(X509SvidError::EmptyBundle(bundle.trust_domain().to_string()));
+        return Err(X509SvidError::EmptyBundle(
+            bundle.trust_domain().to_string(),
+        ));
     }
     let end_entity = EndEntityCert::try_from(leaf).map_err(X509SvidError::Chain)?;
     end_entity

@@ -75,6 +75,34 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
+    group.bench_function("breakdown_x509_parser_parse_chain", |b| {
+        b.iter(|| {
+            for c in &chain {
+                black_box(x509_parser::parse_x509_certificate(black_box(c)).is_ok());
+            }
+        })
+    });
+    let anchors = bundles
+        .get("example.org")
+        .unwrap()
+        .x509()
+        .trust_anchors()
+        .to_vec();
+    group.bench_function("breakdown_webpki_path_building_only", |b| {
+        b.iter(|| {
+            let ee = webpki::EndEntityCert::try_from(&chain[0]).expect("leaf parses");
+            ee.verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &anchors,
+                &chain[1..],
+                now,
+                webpki::KeyUsage::server_auth(),
+                None,
+                None,
+            )
+            .is_ok()
+        })
+    });
     group.bench_function("sign_csr_p256", |b| {
         b.iter(|| inter.sign_csr(black_box(&csr), black_box(&params)))
     });

@@ -206,7 +206,8 @@ impl Subject {
 pub struct CaParams {
     /// The trust domain; the certificate's URI SAN is `spiffe://<trust domain>`, no path.
     pub trust_domain: TrustDomain,
-    /// The subject; [`Subject::spiffe`] by default.
+    /// The subject; [`Subject::spiffe`] by default. A `serialNumber` attribute holding the
+    /// certificate's serial is always appended, so that no two CAs share a name.
     pub subject: Subject,
     /// Start of validity.
     pub not_before: SystemTime,
@@ -668,8 +669,20 @@ fn ca_params(
     let mut out = CertificateParams::default();
     out.not_before = to_offset(params.not_before)?;
     out.not_after = to_offset(capped_not_after.unwrap_or(params.not_after))?;
-    out.serial_number = Some(random_serial()?);
+    let serial = random_serial()?;
     out.distinguished_name = params.subject.to_rcgen()?;
+    // Like SPIRE, make every CA's name unique with a serialNumber attribute (X.520, OID
+    // 2.5.4.5) holding its certificate serial. Path builders pick issuer candidates by name:
+    // with a root and an intermediate (or an old and a new CA) sharing `C=US, O=SPIFFE`, every
+    // verification would first try the wrong key, a wasted signature check.
+    let serial_hex: String = serial.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let serial_attr = rcgen::string::PrintableString::try_from(serial_hex)
+        .map_err(|_| X509SvidError::Generation("serial is not a printable string".into()))?;
+    out.distinguished_name.push(
+        DnType::CustomDnType(vec![2, 5, 4, 5]),
+        DnValue::PrintableString(serial_attr),
+    );
+    out.serial_number = Some(serial);
     out.subject_alt_names = vec![uri_san(&params.trust_domain.id())?];
     out.is_ca = IsCa::Ca(match params.path_len {
         Some(n) => BasicConstraints::Constrained(n),

@@ -464,7 +464,7 @@ fn verification_failures() {
         verify_chain(chain, &good, at(now() - hours(2)), SvidUsage::ServerAuth),
         Err(X509SvidError::Chain(webpki::Error::CertNotValidYet { .. }))
     ));
-    // A bundle of the right trust domain holding another CA with the same subject name...
+    // A bundle of the right trust domain holding another CA (our CAs never share a name)...
     assert_eq!(
         verify_chain(
             chain,
@@ -473,21 +473,21 @@ fn verification_failures() {
             SvidUsage::ClientAuth
         )
         .unwrap_err(),
-        X509SvidError::Chain(webpki::Error::InvalidSignatureForPublicKey)
+        X509SvidError::Chain(webpki::Error::UnknownIssuer)
     );
-    // ...or with another name.
-    let mut params = CaParams::new(td(), now() - hours(1), now() + hours(48));
-    params.subject = sigil_spiffe::x509::Subject::spiffe().with_common_name("other");
-    let renamed = X509Authority::self_signed(key(KeyType::EcP256), &params).unwrap();
+    // ...or another CA with the very same name (built with rcgen).
+    let twin_a = TestCa::new(|_| {});
+    let twin_b = TestCa::new(|_| {});
+    let (leaf, _) = twin_a.leaf(|_| {});
     assert_eq!(
         verify_chain(
-            chain,
-            &bundle_set(&[renamed.certificate()]),
+            &[leaf],
+            &bundle_set(&[&twin_b.der]),
             at(now()),
             SvidUsage::ClientAuth
         )
         .unwrap_err(),
-        X509SvidError::Chain(webpki::Error::UnknownIssuer)
+        X509SvidError::Chain(webpki::Error::InvalidSignatureForPublicKey)
     );
     // No bundle for the trust domain, even though another trust domain's bundle holds our CA:
     // bundles are never pooled (checklist item 42).
@@ -716,7 +716,15 @@ fn produced_certificates_follow_the_profile() {
     let ku = cert.key_usage().unwrap().unwrap();
     assert!(ku.critical && ku.value.key_cert_sign() && ku.value.crl_sign());
     assert!(cert.basic_constraints().unwrap().unwrap().value.ca);
-    assert_eq!(cert.subject().to_string(), "C=US, O=SPIFFE");
+    let serial_hex: String = cert
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        cert.subject().to_string(),
+        format!("C=US, O=SPIFFE, serialNumber={serial_hex}")
+    );
 
     let svid = issue(&ca, KeyType::EcP256, "/w");
     let (_, leaf) = x509_parser::parse_x509_certificate(svid.leaf()).unwrap();
@@ -1126,4 +1134,59 @@ fn signer_trait_is_the_only_way_to_the_key() {
         SvidUsage::ServerAuth,
     )
     .unwrap();
+}
+
+/// Speed rests on path building never trying a wrong key: leaf + intermediate must cost exactly
+/// two signature checks, which holds only if the root and the intermediate have distinct names.
+#[test]
+fn chain_verification_checks_exactly_two_signatures() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rustls_pki_types::{AlgorithmIdentifier, InvalidSignature, SignatureVerificationAlgorithm};
+
+    #[derive(Debug)]
+    struct Counting(AtomicUsize);
+    impl SignatureVerificationAlgorithm for Counting {
+        fn verify_signature(
+            &self,
+            key: &[u8],
+            msg: &[u8],
+            sig: &[u8],
+        ) -> Result<(), InvalidSignature> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            webpki::aws_lc_rs::ECDSA_P256_SHA256.verify_signature(key, msg, sig)
+        }
+        fn public_key_alg_id(&self) -> AlgorithmIdentifier {
+            webpki::aws_lc_rs::ECDSA_P256_SHA256.public_key_alg_id()
+        }
+        fn signature_alg_id(&self) -> AlgorithmIdentifier {
+            webpki::aws_lc_rs::ECDSA_P256_SHA256.signature_alg_id()
+        }
+    }
+
+    let (_, root_ca) = root(KeyType::EcP256);
+    // Same subject options as the root: only the serialNumber attribute tells them apart.
+    let inter = X509Authority::intermediate(
+        key(KeyType::EcP256),
+        &CaParams::new(td(), now() - hours(1), now() + hours(24)),
+        &root_ca,
+    )
+    .unwrap();
+    let svid = issue(&inter, KeyType::EcP256, "/w");
+    let bundles = bundle_set(&[root_ca.certificate()]);
+    let anchors = bundles.get(TD).unwrap().x509().trust_anchors();
+    let counting = Counting(AtomicUsize::new(0));
+    let algs: [&dyn SignatureVerificationAlgorithm; 1] = [&counting];
+    let ee = webpki::EndEntityCert::try_from(svid.leaf()).unwrap();
+    ee.verify_for_usage(
+        &algs,
+        anchors,
+        &svid.cert_chain()[1..],
+        unix(now()),
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(counting.0.load(Ordering::SeqCst), 2);
 }

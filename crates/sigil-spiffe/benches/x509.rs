@@ -84,7 +84,7 @@ fn bench(c: &mut Criterion) {
     });
     let anchors = bundles
         .get("example.org")
-        .unwrap()
+        .expect("bundle present")
         .x509()
         .trust_anchors()
         .to_vec();

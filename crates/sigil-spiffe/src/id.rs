@@ -421,8 +421,14 @@ mod tests {
             ("".into(), Err(E::Empty)),
             // Item 7: a root ID is valid; plain paths are valid.
             ("spiffe://trustdomain".into(), Ok(("trustdomain", ""))),
-            ("spiffe://trustdomain/path".into(), Ok(("trustdomain", "/path"))),
-            ("spiffe://trustdomain/a/b/c".into(), Ok(("trustdomain", "/a/b/c"))),
+            (
+                "spiffe://trustdomain/path".into(),
+                Ok(("trustdomain", "/path")),
+            ),
+            (
+                "spiffe://trustdomain/a/b/c".into(),
+                Ok(("trustdomain", "/a/b/c")),
+            ),
             // Item 1 and 5: scheme exactly `spiffe://`, never normalised.
             ("s".into(), Err(E::WrongScheme)),
             ("spiffe:/".into(), Err(E::WrongScheme)),
@@ -460,8 +466,14 @@ mod tests {
             ("spiffe://td/x?q=1".into(), Err(bad_path('?', 2))),
             ("spiffe://td/x#f".into(), Err(bad_path('#', 2))),
             // Item 4: no percent-encoding and only `A-Z a-z 0-9 . - _` in segments.
-            ("spiffe://trustdomain/%F0%9F%A4%AF".into(), Err(bad_path('%', 1))),
-            ("spiffe://trustdomain/%62%61%64".into(), Err(bad_path('%', 1))),
+            (
+                "spiffe://trustdomain/%F0%9F%A4%AF".into(),
+                Err(bad_path('%', 1)),
+            ),
+            (
+                "spiffe://trustdomain/%62%61%64".into(),
+                Err(bad_path('%', 1)),
+            ),
             ("spiffe://trustdomain/path$".into(), Err(bad_path('$', 5))),
             ("spiffe://trustdomain/pa th".into(), Err(bad_path(' ', 3))),
             ("spiffe://trustdomain/a/b~".into(), Err(bad_path('~', 4))),
@@ -475,26 +487,47 @@ mod tests {
             // Item 4: no `.` or `..` segment; other dot-only segments are fine.
             ("spiffe://trustdomain/.".into(), Err(E::DotSegment)),
             ("spiffe://trustdomain/./path".into(), Err(E::DotSegment)),
-            ("spiffe://trustdomain/path/./other".into(), Err(E::DotSegment)),
+            (
+                "spiffe://trustdomain/path/./other".into(),
+                Err(E::DotSegment),
+            ),
             ("spiffe://trustdomain/path/..".into(), Err(E::DotSegment)),
             ("spiffe://trustdomain/..".into(), Err(E::DotSegment)),
             ("spiffe://trustdomain/../path".into(), Err(E::DotSegment)),
-            ("spiffe://trustdomain/path/../other".into(), Err(E::DotSegment)),
-            ("spiffe://trustdomain/.path".into(), Ok(("trustdomain", "/.path"))),
-            ("spiffe://trustdomain/..path".into(), Ok(("trustdomain", "/..path"))),
-            ("spiffe://trustdomain/...".into(), Ok(("trustdomain", "/..."))),
+            (
+                "spiffe://trustdomain/path/../other".into(),
+                Err(E::DotSegment),
+            ),
+            (
+                "spiffe://trustdomain/.path".into(),
+                Ok(("trustdomain", "/.path")),
+            ),
+            (
+                "spiffe://trustdomain/..path".into(),
+                Ok(("trustdomain", "/..path")),
+            ),
+            (
+                "spiffe://trustdomain/...".into(),
+                Ok(("trustdomain", "/...")),
+            ),
             // Item 4: the path is case-sensitive and kept as written.
             ("spiffe://td/AbC".into(), Ok(("td", "/AbC"))),
             // Item 6: IDs up to 2048 bytes are accepted, longer ones refused; trust domains
             // up to 255 bytes.
-            (format!("spiffe://td{long_path}"), Ok(("td", long_path.as_str()))),
+            (
+                format!("spiffe://td{long_path}"),
+                Ok(("td", long_path.as_str())),
+            ),
             (
                 format!("spiffe://td{too_long_path}"),
                 Err(E::TooLong {
                     length: MAX_ID_LENGTH + 1,
                 }),
             ),
-            (format!("spiffe://{long_td}/x"), Ok((long_td.as_str(), "/x"))),
+            (
+                format!("spiffe://{long_td}/x"),
+                Ok((long_td.as_str(), "/x")),
+            ),
             (
                 format!("spiffe://{too_long_td}/x"),
                 Err(E::TrustDomainTooLong {
@@ -530,7 +563,11 @@ mod tests {
             let path_ok = c.is_ascii_alphanumeric() || "._-".contains(c);
             if c != '/' {
                 let path = format!("spiffe://td/a{c}b");
-                assert_eq!(path.parse::<SpiffeId>().is_ok(), path_ok, "path byte {b:#x}");
+                assert_eq!(
+                    path.parse::<SpiffeId>().is_ok(),
+                    path_ok,
+                    "path byte {b:#x}"
+                );
             }
         }
         for c in ['é', 'ß', '\u{fffd}', '😀'] {
@@ -555,9 +592,18 @@ mod tests {
             "path segment characters are limited to letters, numbers, dots, dashes, and \
              underscores (found '$' at byte 2)"
         );
-        assert_eq!(message("spiffe://td//a"), "path cannot contain empty segments");
-        assert_eq!(message("spiffe://td/./a"), "path cannot contain dot segments");
-        assert_eq!(message("spiffe://td/a/"), "path cannot have a trailing slash");
+        assert_eq!(
+            message("spiffe://td//a"),
+            "path cannot contain empty segments"
+        );
+        assert_eq!(
+            message("spiffe://td/./a"),
+            "path cannot contain dot segments"
+        );
+        assert_eq!(
+            message("spiffe://td/a/"),
+            "path cannot have a trailing slash"
+        );
     }
 
     /// Checklist §2.2: trust domains from a bare name or an ID.
@@ -592,7 +638,8 @@ mod tests {
         assert_eq!(new("/"), Err(E::TrailingSlash));
         assert_eq!(new("/a/../b"), Err(E::DotSegment));
 
-        let seg = |segments: &[&str]| SpiffeId::from_segments(&td, segments).map(|id| id.to_string());
+        let seg =
+            |segments: &[&str]| SpiffeId::from_segments(&td, segments).map(|id| id.to_string());
         assert_eq!(seg(&[]).unwrap(), "spiffe://trustdomain");
         assert_eq!(seg(&["a", "b"]).unwrap(), "spiffe://trustdomain/a/b");
         assert_eq!(seg(&[""]), Err(E::EmptySegment));
@@ -609,7 +656,10 @@ mod tests {
         );
 
         let base = td.id_with_path("/path").unwrap();
-        assert_eq!(base.join("foo").unwrap().to_string(), "spiffe://trustdomain/path/foo");
+        assert_eq!(
+            base.join("foo").unwrap().to_string(),
+            "spiffe://trustdomain/path/foo"
+        );
         assert_eq!(base.join(""), Err(E::EmptySegment));
         assert_eq!(base.join("a/b"), Err(bad_path('/', 7)));
         assert_eq!(
@@ -658,7 +708,8 @@ mod tests {
         }
 
         fn segment() -> impl Strategy<Value = String> {
-            "[A-Za-z0-9._-]{1,20}".prop_filter("dot segments are invalid", |s| s != "." && s != "..")
+            "[A-Za-z0-9._-]{1,20}"
+                .prop_filter("dot segments are invalid", |s| s != "." && s != "..")
         }
 
         proptest! {

@@ -24,8 +24,13 @@ pub mod bundle;
 pub mod id;
 pub mod key;
 pub mod pem;
+pub mod x509;
 
 pub use authorizer::Authorizer;
 pub use bundle::{Bundle, BundleError, BundleSet, JwtAuthority, JwtBundle, X509Bundle};
 pub use id::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use key::{KeyError, KeyType, PrivateKey, PublicKey};
+pub use x509::{
+    CaParams, IssuedX509Svid, SvidParams, SvidUsage, VerifiedChain, X509Authority, X509Signer,
+    X509Svid, X509SvidError, verify_chain,
+};

@@ -6,9 +6,10 @@
 //! never across bundles (item 42).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, TrustAnchor};
 
 use crate::id::TrustDomain;
 use crate::key::PublicKey;
@@ -34,10 +35,17 @@ pub enum BundleError {
 }
 
 /// The X.509 authorities (CA certificates) of one trust domain.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The webpki trust anchors derived from the authorities are computed once, on first use by
+/// chain verification, and dropped whenever the authorities change. Equality compares only the
+/// trust domain and the authorities.
+#[derive(Clone, Debug)]
 pub struct X509Bundle {
     trust_domain: TrustDomain,
     authorities: Vec<CertificateDer<'static>>,
+    /// Cache of `webpki::anchor_from_trusted_cert` over `authorities`; authorities that webpki
+    /// cannot read are left out (they could never anchor a chain anyway).
+    anchors: OnceLock<Arc<[TrustAnchor<'static>]>>,
 }
 
 impl X509Bundle {
@@ -46,6 +54,7 @@ impl X509Bundle {
         Self {
             trust_domain,
             authorities: Vec::new(),
+            anchors: OnceLock::new(),
         }
     }
 
@@ -75,6 +84,7 @@ impl X509Bundle {
     pub fn add_authority(&mut self, authority: CertificateDer<'static>) {
         if !self.authorities.contains(&authority) {
             self.authorities.push(authority);
+            self.anchors = OnceLock::new();
         }
     }
 
@@ -82,13 +92,35 @@ impl X509Bundle {
     pub fn remove_authority(&mut self, authority: &CertificateDer<'_>) {
         self.authorities
             .retain(|a| a.as_ref() != authority.as_ref());
+        self.anchors = OnceLock::new();
     }
 
     /// True when the bundle holds no authority.
     pub fn is_empty(&self) -> bool {
         self.authorities.is_empty()
     }
+
+    /// The authorities as webpki trust anchors, parsed once and cached. Authorities that are
+    /// not readable certificates are skipped.
+    pub fn trust_anchors(&self) -> &[TrustAnchor<'static>] {
+        self.anchors.get_or_init(|| {
+            self.authorities
+                .iter()
+                .filter_map(|cert| webpki::anchor_from_trusted_cert(cert).ok())
+                .map(|anchor| anchor.to_owned())
+                .collect()
+        })
+    }
 }
+
+impl PartialEq for X509Bundle {
+    fn eq(&self, other: &Self) -> bool {
+        // The anchor cache is derived from the authorities, so it never decides equality.
+        self.trust_domain == other.trust_domain && self.authorities == other.authorities
+    }
+}
+
+impl Eq for X509Bundle {}
 
 /// One JWT signing key of a trust domain, named by its key ID.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -394,3 +394,348 @@ fn is_trust_domain_char(c: char) -> bool {
 fn is_path_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SpiffeIdError as E;
+    use super::*;
+
+    fn bad_td(found: char, position: usize) -> E {
+        E::BadTrustDomainChar { found, position }
+    }
+
+    fn bad_path(found: char, position: usize) -> E {
+        E::BadPathChar { found, position }
+    }
+
+    /// Every SPIFFE ID row of the conformance checklist (§1.1 items 1-7, §2.1), with the
+    /// checklist's own wording of the rule beside it.
+    #[test]
+    fn spiffe_id_parsing_follows_every_checklist_row() {
+        let long_path = format!("/{}", "a".repeat(MAX_ID_LENGTH - "spiffe://td/".len()));
+        let too_long_path = format!("{long_path}a");
+        let long_td = "a".repeat(MAX_TRUST_DOMAIN_LENGTH);
+        let too_long_td = "a".repeat(MAX_TRUST_DOMAIN_LENGTH + 1);
+        let cases: Vec<(String, Result<(&str, &str), E>)> = vec![
+            // §2.1: empty input.
+            ("".into(), Err(E::Empty)),
+            // Item 7: a root ID is valid; plain paths are valid.
+            ("spiffe://trustdomain".into(), Ok(("trustdomain", ""))),
+            (
+                "spiffe://trustdomain/path".into(),
+                Ok(("trustdomain", "/path")),
+            ),
+            (
+                "spiffe://trustdomain/a/b/c".into(),
+                Ok(("trustdomain", "/a/b/c")),
+            ),
+            // Item 1 and 5: scheme exactly `spiffe://`, never normalised.
+            ("s".into(), Err(E::WrongScheme)),
+            ("spiffe:/".into(), Err(E::WrongScheme)),
+            ("spiffe:/trustdomain/path".into(), Err(E::WrongScheme)),
+            ("Spiffe://trustdomain".into(), Err(E::WrongScheme)),
+            ("SPIFFE://td".into(), Err(E::WrongScheme)),
+            ("BAD".into(), Err(E::WrongScheme)),
+            ("invalid subject".into(), Err(E::WrongScheme)),
+            ("https://trustdomain/path".into(), Err(E::WrongScheme)),
+            (" spiffe://trustdomain".into(), Err(E::WrongScheme)),
+            // Item 2: the trust domain must be present.
+            ("spiffe://".into(), Err(E::MissingTrustDomain)),
+            ("spiffe:///".into(), Err(E::MissingTrustDomain)),
+            ("spiffe:///path".into(), Err(E::MissingTrustDomain)),
+            // Item 3 and 5: lowercase `a-z 0-9 . - _` only; the character is reported before
+            // any path rule (`spiffe://TD/` fails on `T`).
+            ("spiffe://Trustdomain/path".into(), Err(bad_td('T', 0))),
+            ("spiffe://TD/".into(), Err(bad_td('T', 0))),
+            ("spiffe://trust$domain".into(), Err(bad_td('$', 5))),
+            ("spiffe://%F0%9F%A4%AF/path".into(), Err(bad_td('%', 0))),
+            ("spiffe://%62%61%64/path".into(), Err(bad_td('%', 0))),
+            ("spiffe://tr~ust".into(), Err(bad_td('~', 2))),
+            ("spiffe://trust domain".into(), Err(bad_td(' ', 5))),
+            ("spiffe://trüst".into(), Err(bad_td('ü', 2))),
+            // Item 2: no port, no userinfo; item 3: no IPv6 literal; IPv4 is just characters.
+            ("spiffe://td:8443/x".into(), Err(bad_td(':', 2))),
+            ("spiffe://u@td/x".into(), Err(bad_td('@', 1))),
+            ("spiffe://u:p@td/x".into(), Err(bad_td(':', 1))),
+            ("spiffe://[::1]/x".into(), Err(bad_td('[', 0))),
+            ("spiffe://127.0.0.1/x".into(), Ok(("127.0.0.1", "/x"))),
+            ("spiffe://a-b_c.d/x".into(), Ok(("a-b_c.d", "/x"))),
+            // Item 1: no query, no fragment (they fall on the trust domain or the path).
+            ("spiffe://td?q=1".into(), Err(bad_td('?', 2))),
+            ("spiffe://td#f".into(), Err(bad_td('#', 2))),
+            ("spiffe://td/x?q=1".into(), Err(bad_path('?', 2))),
+            ("spiffe://td/x#f".into(), Err(bad_path('#', 2))),
+            // Item 4: no percent-encoding and only `A-Z a-z 0-9 . - _` in segments.
+            (
+                "spiffe://trustdomain/%F0%9F%A4%AF".into(),
+                Err(bad_path('%', 1)),
+            ),
+            (
+                "spiffe://trustdomain/%62%61%64".into(),
+                Err(bad_path('%', 1)),
+            ),
+            ("spiffe://trustdomain/path$".into(), Err(bad_path('$', 5))),
+            ("spiffe://trustdomain/pa th".into(), Err(bad_path(' ', 3))),
+            ("spiffe://trustdomain/a/b~".into(), Err(bad_path('~', 4))),
+            ("spiffe://trustdomain/ü".into(), Err(bad_path('ü', 1))),
+            // Item 4: no trailing slash, no empty segment.
+            ("spiffe://trustdomain/".into(), Err(E::TrailingSlash)),
+            ("spiffe://trustdomain/path/".into(), Err(E::TrailingSlash)),
+            ("spiffe://trustdomain//".into(), Err(E::EmptySegment)),
+            ("spiffe://trustdomain//path".into(), Err(E::EmptySegment)),
+            ("spiffe://trustdomain/a//b".into(), Err(E::EmptySegment)),
+            // Item 4: no `.` or `..` segment; other dot-only segments are fine.
+            ("spiffe://trustdomain/.".into(), Err(E::DotSegment)),
+            ("spiffe://trustdomain/./path".into(), Err(E::DotSegment)),
+            (
+                "spiffe://trustdomain/path/./other".into(),
+                Err(E::DotSegment),
+            ),
+            ("spiffe://trustdomain/path/..".into(), Err(E::DotSegment)),
+            ("spiffe://trustdomain/..".into(), Err(E::DotSegment)),
+            ("spiffe://trustdomain/../path".into(), Err(E::DotSegment)),
+            (
+                "spiffe://trustdomain/path/../other".into(),
+                Err(E::DotSegment),
+            ),
+            (
+                "spiffe://trustdomain/.path".into(),
+                Ok(("trustdomain", "/.path")),
+            ),
+            (
+                "spiffe://trustdomain/..path".into(),
+                Ok(("trustdomain", "/..path")),
+            ),
+            (
+                "spiffe://trustdomain/...".into(),
+                Ok(("trustdomain", "/...")),
+            ),
+            // Item 4: the path is case-sensitive and kept as written.
+            ("spiffe://td/AbC".into(), Ok(("td", "/AbC"))),
+            // Item 6: IDs up to 2048 bytes are accepted, longer ones refused; trust domains
+            // up to 255 bytes.
+            (
+                format!("spiffe://td{long_path}"),
+                Ok(("td", long_path.as_str())),
+            ),
+            (
+                format!("spiffe://td{too_long_path}"),
+                Err(E::TooLong {
+                    length: MAX_ID_LENGTH + 1,
+                }),
+            ),
+            (
+                format!("spiffe://{long_td}/x"),
+                Ok((long_td.as_str(), "/x")),
+            ),
+            (
+                format!("spiffe://{too_long_td}/x"),
+                Err(E::TrustDomainTooLong {
+                    length: MAX_TRUST_DOMAIN_LENGTH + 1,
+                }),
+            ),
+        ];
+        for (input, expected) in cases {
+            let got = input.parse::<SpiffeId>();
+            match (got, expected) {
+                (Ok(id), Ok((td, path))) => {
+                    assert_eq!(id.trust_domain_name(), td, "{input}");
+                    assert_eq!(id.path(), path, "{input}");
+                    assert_eq!(id.to_string(), input, "display must give back the input");
+                    assert_eq!(id.is_root(), path.is_empty(), "{input}");
+                }
+                (got, expected) => assert_eq!(got.map(|_| ()), expected.map(|_| ()), "{input:?}"),
+            }
+        }
+    }
+
+    /// Every byte outside the allowed sets is refused, in the trust domain and in the path
+    /// (checklist §2.1, "TD + any byte 0x00-0xFF").
+    #[test]
+    fn every_disallowed_byte_is_refused() {
+        for b in 0u8..=0x7f {
+            let c = char::from(b);
+            let td_ok = c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
+            if c != '/' {
+                let td = format!("spiffe://a{c}b/x");
+                assert_eq!(td.parse::<SpiffeId>().is_ok(), td_ok, "td byte {b:#x}");
+            }
+            let path_ok = c.is_ascii_alphanumeric() || "._-".contains(c);
+            if c != '/' {
+                let path = format!("spiffe://td/a{c}b");
+                assert_eq!(
+                    path.parse::<SpiffeId>().is_ok(),
+                    path_ok,
+                    "path byte {b:#x}"
+                );
+            }
+        }
+        for c in ['é', 'ß', '\u{fffd}', '😀'] {
+            assert!(format!("spiffe://a{c}/x").parse::<SpiffeId>().is_err());
+            assert!(format!("spiffe://td/{c}").parse::<SpiffeId>().is_err());
+        }
+    }
+
+    #[test]
+    fn errors_name_the_rule() {
+        let message = |s: &str| s.parse::<SpiffeId>().unwrap_err().to_string();
+        assert_eq!(message(""), "spiffe id cannot be empty");
+        assert!(message("SPIFFE://td").starts_with("scheme is missing or invalid"));
+        assert_eq!(message("spiffe:///x"), "trust domain is missing");
+        assert_eq!(
+            message("spiffe://TD/x"),
+            "trust domain characters are limited to lowercase letters, numbers, dots, dashes, \
+             and underscores (found 'T' at byte 0)"
+        );
+        assert_eq!(
+            message("spiffe://td/a$"),
+            "path segment characters are limited to letters, numbers, dots, dashes, and \
+             underscores (found '$' at byte 2)"
+        );
+        assert_eq!(
+            message("spiffe://td//a"),
+            "path cannot contain empty segments"
+        );
+        assert_eq!(
+            message("spiffe://td/./a"),
+            "path cannot contain dot segments"
+        );
+        assert_eq!(
+            message("spiffe://td/a/"),
+            "path cannot have a trailing slash"
+        );
+    }
+
+    /// Checklist §2.2: trust domains from a bare name or an ID.
+    #[test]
+    fn trust_domain_from_name_or_id() {
+        let td = |s: &str| TrustDomain::from_name_or_id(s).map(|t| t.to_string());
+        assert_eq!(td(""), Err(E::MissingTrustDomain));
+        assert_eq!(td("trustdomain").unwrap(), "trustdomain");
+        assert_eq!(td("spiffe://trustdomain").unwrap(), "trustdomain");
+        assert_eq!(td("spiffe://trustdomain/path").unwrap(), "trustdomain");
+        assert_eq!(td("spiffe:/trustdomain/path"), Err(E::WrongScheme));
+        assert_eq!(td("spiffe:///path"), Err(E::MissingTrustDomain));
+        assert_eq!(td("spiffe://trustdomain/"), Err(E::TrailingSlash));
+        assert_eq!(td("BAD"), Err(bad_td('B', 0)));
+        // The strict constructor takes only a bare name.
+        assert!(TrustDomain::new("spiffe://trustdomain").is_err());
+        assert!("spiffe://trustdomain".parse::<TrustDomain>().is_err());
+        assert_eq!(
+            TrustDomain::new("trustdomain").unwrap().id().to_string(),
+            "spiffe://trustdomain"
+        );
+    }
+
+    /// Checklist §2.2: building IDs from a trust domain and a path, or from segments.
+    #[test]
+    fn builders_check_what_they_build() {
+        let td = TrustDomain::new("trustdomain").unwrap();
+        let new = |path: &str| SpiffeId::new(&td, path).map(|id| id.to_string());
+        assert_eq!(new("").unwrap(), "spiffe://trustdomain");
+        assert_eq!(new("/path").unwrap(), "spiffe://trustdomain/path");
+        assert_eq!(new("foo"), Err(E::NoLeadingSlash));
+        assert_eq!(new("/"), Err(E::TrailingSlash));
+        assert_eq!(new("/a/../b"), Err(E::DotSegment));
+
+        let seg =
+            |segments: &[&str]| SpiffeId::from_segments(&td, segments).map(|id| id.to_string());
+        assert_eq!(seg(&[]).unwrap(), "spiffe://trustdomain");
+        assert_eq!(seg(&["a", "b"]).unwrap(), "spiffe://trustdomain/a/b");
+        assert_eq!(seg(&[""]), Err(E::EmptySegment));
+        assert_eq!(seg(&["/"]), Err(bad_path('/', 1)));
+        assert_eq!(seg(&["/foo"]), Err(bad_path('/', 1)));
+        assert_eq!(seg(&["$"]), Err(bad_path('$', 1)));
+        assert_eq!(seg(&["."]), Err(E::DotSegment));
+        assert_eq!(seg(&[".."]), Err(E::DotSegment));
+        assert_eq!(
+            seg(&["a".repeat(MAX_ID_LENGTH).as_str()]),
+            Err(E::TooLong {
+                length: MAX_ID_LENGTH + "spiffe://trustdomain/".len()
+            })
+        );
+
+        let base = td.id_with_path("/path").unwrap();
+        assert_eq!(
+            base.join("foo").unwrap().to_string(),
+            "spiffe://trustdomain/path/foo"
+        );
+        assert_eq!(base.join(""), Err(E::EmptySegment));
+        assert_eq!(base.join("a/b"), Err(bad_path('/', 7)));
+        assert_eq!(
+            base.segments().collect::<Vec<_>>(),
+            vec!["path"],
+            "segments of a one-segment path"
+        );
+        assert_eq!(td.id().segments().count(), 0);
+    }
+
+    #[test]
+    fn membership_and_ordering() {
+        let td = TrustDomain::new("example.org").unwrap();
+        let other = TrustDomain::new("example.com").unwrap();
+        let id: SpiffeId = "spiffe://example.org/web".parse().unwrap();
+        assert!(id.is_member_of(&td));
+        assert!(!id.is_member_of(&other));
+        // A trust domain that is a prefix of another is not the same trust domain.
+        let prefix: SpiffeId = "spiffe://example.orga/web".parse().unwrap();
+        assert!(!prefix.is_member_of(&td));
+        assert_eq!(id.trust_domain(), td);
+    }
+
+    #[test]
+    fn serde_uses_the_string_form_and_checks_it() {
+        let id: SpiffeId = "spiffe://example.org/web".parse().unwrap();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"spiffe://example.org/web\"");
+        assert_eq!(serde_json::from_str::<SpiffeId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<SpiffeId>("\"BAD\"").is_err());
+        assert!(serde_json::from_str::<SpiffeId>("\"\"").is_err());
+        assert!(serde_json::from_str::<TrustDomain>("\"BAD\"").is_err());
+        assert_eq!(
+            serde_json::from_str::<TrustDomain>("\"example.org\"").unwrap(),
+            TrustDomain::new("example.org").unwrap()
+        );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn trust_domain() -> impl Strategy<Value = String> {
+            "[a-z0-9._-]{1,40}"
+        }
+
+        fn segment() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9._-]{1,20}"
+                .prop_filter("dot segments are invalid", |s| s != "." && s != "..")
+        }
+
+        proptest! {
+            /// Every valid ID prints back exactly as parsed, and its parts rebuild it.
+            #[test]
+            fn valid_ids_round_trip(td in trust_domain(), segs in prop::collection::vec(segment(), 0..8)) {
+                let text = format!("spiffe://{td}{}", segs.iter().map(|s| format!("/{s}")).collect::<String>());
+                let id: SpiffeId = text.parse().unwrap();
+                prop_assert_eq!(id.to_string(), text.clone());
+                prop_assert_eq!(id.trust_domain_name(), td.as_str());
+                let rebuilt = SpiffeId::from_segments(&id.trust_domain(), &segs).unwrap();
+                prop_assert_eq!(&rebuilt, &id);
+                prop_assert_eq!(id.segments().collect::<Vec<_>>(), segs.iter().map(String::as_str).collect::<Vec<_>>());
+                let reparsed: SpiffeId = id.as_str().parse().unwrap();
+                prop_assert_eq!(reparsed, id);
+            }
+
+            /// Arbitrary text never panics, and whatever parses prints back identically.
+            #[test]
+            fn arbitrary_text_parses_or_errs(text in "\\PC{0,80}", tail in "(spiffe://)?[a-zA-Z0-9./%:@?#_~ -]{0,40}") {
+                for input in [text, tail] {
+                    if let Ok(id) = input.parse::<SpiffeId>() {
+                        prop_assert_eq!(id.to_string(), input);
+                    }
+                }
+            }
+        }
+    }
+}

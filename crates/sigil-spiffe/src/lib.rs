@@ -19,12 +19,14 @@
 
 #![warn(missing_docs)]
 
+pub mod authorizer;
 pub mod bundle;
 pub mod id;
 pub mod key;
 pub mod pem;
 pub mod x509;
 
+pub use authorizer::Authorizer;
 pub use bundle::{Bundle, BundleError, BundleSet, JwtAuthority, JwtBundle, X509Bundle};
 pub use id::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use key::{KeyError, KeyType, PrivateKey, PublicKey};

@@ -20,7 +20,9 @@ pub use issue::{
     create_csr,
 };
 pub use svid::X509Svid;
-pub use verify::{SvidUsage, VerifiedChain, verify_chain, verify_chain_with_bundle};
+pub use verify::{
+    SvidUsage, VerifiedChain, verify_chain, verify_chain_with_bundle, verify_end_entity,
+};
 
 use crate::id::SpiffeIdError;
 use crate::key::KeyError;

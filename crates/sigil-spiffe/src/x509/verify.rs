@@ -78,11 +78,32 @@ pub fn verify_chain<'a>(
     now: UnixTime,
     usage: SvidUsage,
 ) -> Result<VerifiedChain<'a>, X509SvidError> {
-    let checked = check_profiles(chain)?;
+    let (leaf, intermediates) = chain.split_first().ok_or(X509SvidError::EmptyChain)?;
+    verify_end_entity(leaf, intermediates, bundles, now, usage)
+}
+
+/// [`verify_chain`] with the leaf and the intermediates apart, as rustls's
+/// `ServerCertVerifier` and `ClientCertVerifier` receive them (no copy of the chain needed).
+pub fn verify_end_entity<'a>(
+    end_entity: &'a CertificateDer<'a>,
+    intermediates: &'a [CertificateDer<'a>],
+    bundles: &BundleSet,
+    now: UnixTime,
+    usage: SvidUsage,
+) -> Result<VerifiedChain<'a>, X509SvidError> {
+    let checked = check_profiles(end_entity, intermediates)?;
+    let trust_domain = checked.spiffe_id.trust_domain_name();
     let bundle = bundles
-        .get(checked.spiffe_id.trust_domain_name())
-        .ok_or_else(|| X509SvidError::NoBundle(checked.spiffe_id.trust_domain_name().to_owned()))?;
-    build_path(chain, checked, bundle.x509(), now, usage)
+        .get(trust_domain)
+        .ok_or_else(|| X509SvidError::NoBundle(trust_domain.to_owned()))?;
+    build_path(
+        end_entity,
+        intermediates,
+        checked,
+        bundle.x509(),
+        now,
+        usage,
+    )
 }
 
 /// Like [`verify_chain`], with a single bundle: the leaf must belong to the bundle's trust
@@ -93,13 +114,14 @@ pub fn verify_chain_with_bundle<'a>(
     now: UnixTime,
     usage: SvidUsage,
 ) -> Result<VerifiedChain<'a>, X509SvidError> {
-    let checked = check_profiles(chain)?;
+    let (leaf, intermediates) = chain.split_first().ok_or(X509SvidError::EmptyChain)?;
+    let checked = check_profiles(leaf, intermediates)?;
     if checked.spiffe_id.trust_domain_name() != bundle.trust_domain().as_str() {
         return Err(X509SvidError::NoBundle(
             checked.spiffe_id.trust_domain_name().to_owned(),
         ));
     }
-    build_path(chain, checked, bundle, now, usage)
+    build_path(leaf, intermediates, checked, bundle, now, usage)
 }
 
 struct Checked {
@@ -107,8 +129,10 @@ struct Checked {
     not_after: SystemTime,
 }
 
-fn check_profiles(chain: &[CertificateDer<'_>]) -> Result<Checked, X509SvidError> {
-    let (leaf_der, intermediates) = chain.split_first().ok_or(X509SvidError::EmptyChain)?;
+fn check_profiles(
+    leaf_der: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Result<Checked, X509SvidError> {
     let leaf = profile::parse_one(leaf_der, 0)?;
     let spiffe_id = profile::check_leaf(&leaf)?;
     for (i, der) in intermediates.iter().enumerate() {
@@ -121,13 +145,13 @@ fn check_profiles(chain: &[CertificateDer<'_>]) -> Result<Checked, X509SvidError
 }
 
 fn build_path<'a>(
-    chain: &'a [CertificateDer<'a>],
+    leaf: &'a CertificateDer<'a>,
+    intermediates: &'a [CertificateDer<'a>],
     checked: Checked,
     bundle: &X509Bundle,
     now: UnixTime,
     usage: SvidUsage,
 ) -> Result<VerifiedChain<'a>, X509SvidError> {
-    let (leaf, intermediates) = chain.split_first().ok_or(X509SvidError::EmptyChain)?;
     let anchors = bundle.trust_anchors();
     if anchors.is_empty() {
         // Checklist item 37: a bundle without usable authorities trusts nothing.

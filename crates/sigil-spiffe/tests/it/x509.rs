@@ -1190,3 +1190,38 @@ fn chain_verification_checks_exactly_two_signatures() {
     .unwrap();
     assert_eq!(counting.0.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn verify_end_entity_takes_the_parts_rustls_hands_over() {
+    let (_, root_ca) = root(KeyType::EcP256);
+    let inter = X509Authority::intermediate(
+        key(KeyType::EcP256),
+        &CaParams::new(td(), now() - hours(1), now() + hours(24)),
+        &root_ca,
+    )
+    .unwrap();
+    let svid = issue(&inter, KeyType::EcP256, "/w");
+    let bundles = bundle_set(&[root_ca.certificate()]);
+    let (leaf, rest) = svid.cert_chain().split_first().unwrap();
+    let v = sigil_spiffe::x509::verify_end_entity(
+        leaf,
+        rest,
+        &bundles,
+        unix(now()),
+        SvidUsage::ClientAuth,
+    )
+    .unwrap();
+    assert_eq!(v.spiffe_id(), &id("/w"));
+    // Without the intermediate the path cannot be built.
+    assert_eq!(
+        sigil_spiffe::x509::verify_end_entity(
+            leaf,
+            &[],
+            &bundles,
+            unix(now()),
+            SvidUsage::ClientAuth
+        )
+        .unwrap_err(),
+        X509SvidError::Chain(webpki::Error::UnknownIssuer)
+    );
+}

@@ -318,7 +318,9 @@ pub struct X509Authority {
     /// Certificates sent after a leaf: empty for a self-signed root, otherwise this CA's own
     /// certificate followed by the upstream intermediates.
     chain: Vec<CertificateDer<'static>>,
-    trust_domain: TrustDomain,
+    /// From the CA's SPIFFE ID; `None` for an upstream CA of another PKI, which may sign
+    /// intermediates but not SVIDs.
+    trust_domain: Option<TrustDomain>,
     not_before: SystemTime,
     not_after: SystemTime,
 }
@@ -355,8 +357,9 @@ impl X509Authority {
     }
 
     /// Loads an existing CA: `chain` is its certificate followed by any upstream
-    /// intermediates. The certificate must pass the signing profile, carry a SPIFFE ID without
-    /// a path (which names the trust domain), and hold the signer's public key.
+    /// intermediates. The certificate must pass the signing profile and hold the signer's
+    /// public key. Its SPIFFE ID (no path) names the trust domain it signs SVIDs for; a CA
+    /// without one (an upstream CA of another PKI) can only sign intermediates.
     pub fn from_certificate(
         signer: Arc<dyn X509Signer>,
         chain: Vec<CertificateDer<'static>>,
@@ -364,7 +367,7 @@ impl X509Authority {
         let key = RcgenKey::new(signer)?;
         let der = chain.first().ok_or(X509SvidError::EmptyChain)?.clone();
         let cert = profile::parse_one(&der, 0)?;
-        let id = profile::check_signing(&cert)?.ok_or(X509SvidError::NoUriSan)?;
+        let id = profile::check_signing(&cert)?;
         if cert.public_key().raw != key.spki.as_slice() {
             return Err(X509SvidError::SignerMismatch);
         }
@@ -376,7 +379,7 @@ impl X509Authority {
             issuer,
             certificate: der,
             chain: if self_signed { Vec::new() } else { chain },
-            trust_domain: id.trust_domain(),
+            trust_domain: id.map(|id| id.trust_domain()),
             not_before,
             not_after,
         })
@@ -398,7 +401,7 @@ impl X509Authority {
             issuer: Issuer::new(rcgen_params, key),
             certificate: der,
             chain,
-            trust_domain: params.trust_domain.clone(),
+            trust_domain: Some(params.trust_domain.clone()),
             not_before,
             not_after,
         })
@@ -414,9 +417,9 @@ impl X509Authority {
         &self.chain
     }
 
-    /// The trust domain this CA signs for.
-    pub fn trust_domain(&self) -> &TrustDomain {
-        &self.trust_domain
+    /// The trust domain this CA signs SVIDs for; `None` for a CA without a SPIFFE ID.
+    pub fn trust_domain(&self) -> Option<&TrustDomain> {
+        self.trust_domain.as_ref()
     }
 
     /// Start of the CA's validity.
@@ -463,10 +466,13 @@ impl X509Authority {
         if params.spiffe_id.is_root() {
             return Err(X509SvidError::LeafRootId);
         }
-        if !params.spiffe_id.is_member_of(&self.trust_domain) {
+        let Some(trust_domain) = &self.trust_domain else {
+            return Err(X509SvidError::AuthorityWithoutTrustDomain);
+        };
+        if !params.spiffe_id.is_member_of(trust_domain) {
             return Err(X509SvidError::WrongTrustDomain {
                 id: params.spiffe_id.to_string(),
-                authority: self.trust_domain.to_string(),
+                authority: trust_domain.to_string(),
             });
         }
         let (not_after, capped) = cap(params.not_before, params.not_after, self)?;

@@ -154,6 +154,9 @@ pub enum X509SvidError {
         /// The authority's trust domain.
         authority: String,
     },
+    /// The authority has no SPIFFE ID, so it names no trust domain to sign SVIDs for.
+    #[error("signing authority has no SPIFFE ID: it may sign intermediate CAs, not SVIDs")]
+    AuthorityWithoutTrustDomain,
     /// A DNS name given for an SVID is not a valid DNS name.
     #[error("invalid DNS name {0:?}")]
     InvalidDnsName(String),

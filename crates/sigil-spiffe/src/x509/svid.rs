@@ -177,3 +177,40 @@ pub(crate) fn unix_to_system(seconds: i64) -> SystemTime {
         UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_times_convert_both_sides_of_the_epoch() {
+        assert_eq!(unix_to_system(0), UNIX_EPOCH);
+        assert_eq!(unix_to_system(90), UNIX_EPOCH + Duration::from_secs(90));
+        assert_eq!(unix_to_system(-90), UNIX_EPOCH - Duration::from_secs(90));
+    }
+
+    #[test]
+    fn der_chains_split_and_report_the_bad_index() {
+        assert_eq!(split_der_chain(b"").unwrap_err(), X509SvidError::EmptyChain);
+        assert_eq!(
+            split_der_chain(b"\x01\x02").unwrap_err(),
+            X509SvidError::CertificateParse { index: 0 }
+        );
+    }
+
+    #[test]
+    fn key_pem_errors_distinguish_no_blocks_from_no_key() {
+        assert_eq!(
+            key_from_pem(b"plain text").unwrap_err(),
+            X509SvidError::NoPemBlocks
+        );
+        let cert_only = crate::pem::encode("CERTIFICATE", b"\x30\x00");
+        assert_eq!(
+            key_from_pem(cert_only.as_bytes()).unwrap_err(),
+            X509SvidError::NoPrivateKey
+        );
+        let key = PrivateKey::generate(crate::key::KeyType::EcP256).unwrap();
+        let parsed = key_from_pem(key.to_pem().as_bytes()).unwrap();
+        assert_eq!(parsed.public_key(), key.public_key());
+    }
+}

@@ -1225,3 +1225,37 @@ fn verify_end_entity_takes_the_parts_rustls_hands_over() {
         X509SvidError::Chain(webpki::Error::UnknownIssuer)
     );
 }
+
+#[test]
+fn an_upstream_ca_without_spiffe_id_signs_our_intermediate_but_no_svid() {
+    let upstream = TestCa::new(|p| p.subject_alt_names.clear());
+    let upstream_key = Arc::new(PrivateKey::from_pkcs8_der(&upstream.key.serialize_der()).unwrap());
+    let upstream =
+        X509Authority::from_certificate(upstream_key, vec![upstream.der.clone()]).unwrap();
+    assert_eq!(upstream.trust_domain(), None);
+    let k = PrivateKey::generate(KeyType::EcP256).unwrap();
+    assert_eq!(
+        upstream
+            .sign_public_key(
+                &k.public_key(),
+                &SvidParams::new(id("/w"), now(), now() + hours(1))
+            )
+            .unwrap_err(),
+        X509SvidError::AuthorityWithoutTrustDomain
+    );
+    let inter = X509Authority::intermediate(
+        key(KeyType::EcP256),
+        &CaParams::new(td(), now() - hours(1), now() + hours(12)),
+        &upstream,
+    )
+    .unwrap();
+    assert_eq!(inter.trust_domain(), Some(&td()));
+    let svid = issue(&inter, KeyType::EcP256, "/w");
+    verify_chain(
+        svid.cert_chain(),
+        &bundle_set(&[upstream.certificate()]),
+        unix(now()),
+        SvidUsage::ServerAuth,
+    )
+    .unwrap();
+}

@@ -204,7 +204,7 @@ mod tests {
             key_from_pem(b"plain text").unwrap_err(),
             X509SvidError::NoPemBlocks
         );
-        let cert_only = crate::pem::encode("CERTIFICATE", b"\x30\x00");
+        let cert_only = pem::encode("CERTIFICATE", b"\x30\x00");
         assert_eq!(
             key_from_pem(cert_only.as_bytes()).unwrap_err(),
             X509SvidError::NoPrivateKey

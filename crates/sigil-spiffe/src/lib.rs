@@ -24,6 +24,7 @@ pub mod bundle;
 pub mod id;
 pub mod key;
 pub mod pem;
+pub mod tls;
 pub mod x509;
 
 pub use authorizer::Authorizer;

@@ -24,6 +24,8 @@ pub mod id;
 pub mod key;
 pub mod pem;
 
-pub use bundle::{Bundle, BundleError, BundleSet, JwtAuthority, JwtBundle, X509Bundle};
+pub use bundle::{
+    Bundle, BundleDocumentError, BundleError, BundleSet, JwtAuthority, JwtBundle, X509Bundle,
+};
 pub use id::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use key::{KeyError, KeyType, PrivateKey, PublicKey};

@@ -56,7 +56,7 @@ impl X509Bundle {
         let mut bundle = Self::new(trust_domain);
         for (i, cert) in certs.into_iter().enumerate() {
             match X509Certificate::from_der(cert.as_ref()) {
-                Ok((rest, _)) if rest.is_empty() => bundle.add_authority(cert),
+                Ok(([], _)) => bundle.add_authority(cert),
                 _ => {
                     return Err(BundleDocumentError::Certificate {
                         at: format!("PEM certificate {i}"),
@@ -127,7 +127,7 @@ mod tests {
             X509Bundle::from_pem(td(), b"not pem").unwrap_err(),
             BundleDocumentError::NoPemBlocks
         );
-        let corrupt = crate::pem::encode("CERTIFICATE", b"\x30\x03\x02\x01\x01");
+        let corrupt = pem::encode("CERTIFICATE", b"\x30\x03\x02\x01\x01");
         let err = X509Bundle::from_pem(td(), corrupt.as_bytes()).unwrap_err();
         assert!(
             err.to_string().contains("cannot parse certificate"),

@@ -1,6 +1,9 @@
 //! Bundle encodings: the checklist §2.6 cases, round trips, and cross-checks against the
 //! `spiffe` crate, `jsonwebtoken` and a document written by hand from the spec.
 
+// Helpers outside `#[test]` functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -410,7 +413,7 @@ fn document_round_trips_and_rounds_the_hint_up() {
         }
     }
 
-    let mut whole = bundle.clone();
+    let mut whole = bundle;
     whole.set_refresh_hint(Some(Duration::from_secs(60)));
     let doc = whole.to_document().unwrap();
     assert_eq!(Bundle::from_document(td(), doc.as_bytes()).unwrap(), whole);

@@ -453,3 +453,62 @@ fn bundle_to_value(bundle: &Bundle, with_hint: bool) -> Result<Value, BundleDocu
     }
     Ok(Value::Object(doc))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_hint_rounds_up_and_saturates() {
+        let td = TrustDomain::new("example.org").unwrap();
+        for (hint, written) in [
+            (Duration::ZERO, 0),
+            (Duration::from_nanos(1), 1),
+            (Duration::from_secs(60), 60),
+            (Duration::new(60, 1), 61),
+            (Duration::new(u64::MAX, 5), u64::MAX),
+        ] {
+            let mut bundle = Bundle::new(td.clone());
+            bundle.set_refresh_hint(Some(hint));
+            let doc = bundle.to_document().unwrap();
+            assert_eq!(
+                doc,
+                format!(r#"{{"keys":[],"spiffe_refresh_hint":{written}}}"#)
+            );
+            let again = Bundle::from_document(td.clone(), doc.as_bytes()).unwrap();
+            assert_eq!(again.refresh_hint(), Some(Duration::from_secs(written)));
+        }
+    }
+
+    #[test]
+    fn messages_name_the_member() {
+        let missing = BundleDocumentError::MissingMember {
+            at: String::new(),
+            member: "keys",
+        };
+        assert_eq!(missing.to_string(), "no keys member");
+        let nested = BundleDocumentError::MissingMember {
+            at: "trust_domains[\"a\"]".into(),
+            member: "keys",
+        };
+        assert_eq!(nested.to_string(), "trust_domains[\"a\"]: no keys member");
+        let err = Bundle::from_document(
+            TrustDomain::new("example.org").unwrap(),
+            br#"{"keys":[{"use":"x509-svid","kty":"EC","x5c":["!!"]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "keys[0].x5c[0]: not standard base64");
+    }
+
+    #[test]
+    fn empty_bundle_writes_an_empty_key_list() {
+        let td = TrustDomain::new("example.org").unwrap();
+        let bundle = Bundle::new(td.clone());
+        assert_eq!(bundle.to_document().unwrap(), r#"{"keys":[]}"#);
+        assert_eq!(JwtBundle::new(td).to_jwks(), r#"{"keys":[]}"#);
+        assert_eq!(
+            BundleSet::new().to_bundle_map().unwrap(),
+            r#"{"trust_domains":{}}"#
+        );
+    }
+}

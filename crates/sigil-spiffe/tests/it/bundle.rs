@@ -871,3 +871,40 @@ proptest! {
         check_all_parsers(&bytes[..end]);
     }
 }
+
+#[test]
+fn ed25519_and_p521_authorities_round_trip_as_okp_and_ec() {
+    let mut bundle = Bundle::new(td());
+    let mut raws = Vec::new();
+    for alg in [&rcgen::PKCS_ED25519, &rcgen::PKCS_ECDSA_P521_SHA512] {
+        let key = rcgen::KeyPair::generate_for(alg).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        bundle
+            .x509_mut()
+            .add_authority(params.self_signed(&key).unwrap().der().clone());
+        raws.push(key.public_key_raw().to_vec());
+    }
+    let doc = bundle.to_document().unwrap();
+    assert_eq!(Bundle::from_document(td(), doc.as_bytes()).unwrap(), bundle);
+    let value: Value = serde_json::from_str(&doc).unwrap();
+    let (okp, ec) = (&value["keys"][0], &value["keys"][1]);
+    assert_eq!(
+        (okp["kty"].as_str(), okp["crv"].as_str()),
+        (Some("OKP"), Some("Ed25519"))
+    );
+    assert_eq!(
+        URL_SAFE_NO_PAD.decode(okp["x"].as_str().unwrap()).unwrap(),
+        raws[0]
+    );
+    assert_eq!(
+        (ec["kty"].as_str(), ec["crv"].as_str()),
+        (Some("EC"), Some("P-521"))
+    );
+    // RFC 7518 §6.2.1.2: P-521 coordinates are 66 bytes, leading zeros kept.
+    let x = URL_SAFE_NO_PAD.decode(ec["x"].as_str().unwrap()).unwrap();
+    assert_eq!(x, raws[1][1..67]);
+    // jsonwebtoken's JWK model reads both.
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(value).unwrap();
+    assert_eq!(set.keys.len(), 2);
+}

@@ -121,7 +121,11 @@ pub(crate) fn read_public_key(
             let e = required_b64url(obj, at, "e")?;
             let n = strip_leading_zeros(&n);
             let e = strip_leading_zeros(&e);
-            let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+            // After stripping, the first byte (if any) is non-zero; an all-zero or empty
+            // modulus has no bits at all.
+            let bits = n
+                .first()
+                .map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
             if !(2048..=8192).contains(&bits) {
                 return Err(BundleDocumentError::InvalidKey {
                     at: at.to_owned(),
@@ -252,6 +256,14 @@ mod tests {
             ),
             (
                 serde_json::json!({"kty":"RSA","n":"AQAB","e":"AQAB"}),
+                "keys[0]: invalid key: RSA modulus must be 2048 to 8192 bits",
+            ),
+            (
+                serde_json::json!({"kty":"RSA","n":"","e":"AQAB"}),
+                "keys[0]: invalid key: RSA modulus must be 2048 to 8192 bits",
+            ),
+            (
+                serde_json::json!({"kty":"RSA","n":"AAAA","e":""}),
                 "keys[0]: invalid key: RSA modulus must be 2048 to 8192 bits",
             ),
             (

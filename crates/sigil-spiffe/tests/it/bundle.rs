@@ -857,6 +857,52 @@ proptest! {
         check_all_parsers(value.to_string().as_bytes());
     }
 
+}
+
+proptest! {
+    // Cheap cases, and the member combinations that matter are sparse: run more of them.
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn random_jwk_members_never_panic(
+        kid in proptest::option::of(prop::sample::select(vec!["k", ""])),
+        crv in prop::sample::select(vec!["P-256", "P-384", "P-521", "Ed25519", "X25519"]),
+        params in proptest::collection::vec(
+            proptest::option::of(prop_oneof![
+                prop::sample::select(vec!["", "AA", "AAAA", "AQAB", "AQ", "_w"])
+                    .prop_map(str::to_owned),
+                "[A-Za-z0-9_-]{0,4}",
+                "[A-Za-z0-9_=+/-]{0,120}",
+            ]),
+            4,
+        ),
+        x5c in proptest::option::of(proptest::collection::vec("[A-Za-z0-9+/=]{0,40}", 0..3)),
+    ) {
+        // Every use and kty with the same random members: the combinations are sparse
+        // otherwise.
+        for key_use in ["x509-svid", "jwt-svid", "wit-svid"] {
+            for kty in ["EC", "RSA", "OKP", "oct"] {
+                let mut jwk = serde_json::Map::new();
+                jwk.insert("use".into(), key_use.into());
+                if let Some(kid) = kid {
+                    jwk.insert("kid".into(), kid.into());
+                }
+                jwk.insert("kty".into(), kty.into());
+                jwk.insert("crv".into(), crv.into());
+                for (name, value) in ["x", "y", "n", "e"].into_iter().zip(&params) {
+                    if let Some(value) = value {
+                        jwk.insert(name.into(), value.clone().into());
+                    }
+                }
+                if let Some(x5c) = &x5c {
+                    jwk.insert("x5c".into(), json!(x5c));
+                }
+                let doc = json!({"keys": [Value::Object(jwk)]});
+                check_all_parsers(doc.to_string().as_bytes());
+            }
+        }
+    }
+
     #[test]
     fn mutated_documents_never_panic(
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),

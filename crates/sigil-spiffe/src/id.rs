@@ -416,7 +416,9 @@ mod tests {
         let too_long_path = format!("{long_path}a");
         let long_td = "a".repeat(MAX_TRUST_DOMAIN_LENGTH);
         let too_long_td = "a".repeat(MAX_TRUST_DOMAIN_LENGTH + 1);
-        let cases: Vec<(String, Result<(&str, &str), E>)> = vec![
+        // (input, Ok((trust domain, path)) or the error)
+        type Case<'a> = (String, Result<(&'a str, &'a str), E>);
+        let cases: Vec<Case<'_>> = vec![
             // §2.1: empty input.
             ("".into(), Err(E::Empty)),
             // Item 7: a root ID is valid; plain paths are valid.
@@ -718,7 +720,7 @@ mod tests {
             fn valid_ids_round_trip(td in trust_domain(), segs in prop::collection::vec(segment(), 0..8)) {
                 let text = format!("spiffe://{td}{}", segs.iter().map(|s| format!("/{s}")).collect::<String>());
                 let id: SpiffeId = text.parse().unwrap();
-                prop_assert_eq!(id.to_string(), text.clone());
+                prop_assert_eq!(id.to_string(), text);
                 prop_assert_eq!(id.trust_domain_name(), td.as_str());
                 let rebuilt = SpiffeId::from_segments(&id.trust_domain(), &segs).unwrap();
                 prop_assert_eq!(&rebuilt, &id);

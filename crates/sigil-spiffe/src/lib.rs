@@ -24,10 +24,13 @@ pub mod bundle;
 pub mod id;
 pub mod key;
 pub mod pem;
+pub mod tls;
 pub mod x509;
 
 pub use authorizer::Authorizer;
-pub use bundle::{Bundle, BundleError, BundleSet, JwtAuthority, JwtBundle, X509Bundle};
+pub use bundle::{
+    Bundle, BundleDocumentError, BundleError, BundleSet, JwtAuthority, JwtBundle, X509Bundle,
+};
 pub use id::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use key::{KeyError, KeyType, PrivateKey, PublicKey};
 pub use x509::{

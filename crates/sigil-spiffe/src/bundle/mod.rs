@@ -4,6 +4,17 @@
 //! A bundle never names its trust domain on the wire, so every type here carries it
 //! (checklist item 33), and lookups always go by the trust domain of the SVID being checked,
 //! never across bundles (item 42).
+//!
+//! The encodings live in submodules: the SPIFFE bundle document, the Workload API JWKS and the
+//! bundle map in `document`, JWK key parameters in `jwk`, and concatenated DER and PEM for
+//! X.509 bundles in `x509`.
+
+mod document;
+mod json;
+mod jwk;
+mod x509;
+
+pub use document::BundleDocumentError;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};

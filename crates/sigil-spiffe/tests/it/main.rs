@@ -1,3 +1,8 @@
-//! The one integration-test binary of sigil-spiffe.
+//! The integration tests of sigil-spiffe: one binary, one module per part of the crate.
 
+// Test helpers outside `#[test]` functions unwrap too; a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
+mod bundle;
+mod tls;
 mod x509;

@@ -37,7 +37,7 @@ use rustls::{
 use crate::authorizer::Authorizer;
 use crate::bundle::BundleSet;
 use crate::id::SpiffeId;
-use crate::x509::{SvidUsage, X509Svid, X509SvidError, verify_chain};
+use crate::x509::{SvidUsage, X509Svid, X509SvidError, verify_end_entity};
 
 /// Why a TLS configuration could not be built or updated.
 #[non_exhaustive]
@@ -210,15 +210,9 @@ impl SpiffeVerifier {
         now: UnixTime,
         usage: SvidUsage,
     ) -> Result<(), RustlsError> {
-        let mut chain = Vec::with_capacity(1 + intermediates.len());
-        chain.push(CertificateDer::from(end_entity.as_ref()));
-        chain.extend(
-            intermediates
-                .iter()
-                .map(|c| CertificateDer::from(c.as_ref())),
-        );
         let bundles = self.material.bundles.load();
-        let verified = verify_chain(&chain, &bundles, now, usage).map_err(certificate_error)?;
+        let verified = verify_end_entity(end_entity, intermediates, &bundles, now, usage)
+            .map_err(certificate_error)?;
         if self.authorizer.authorize(verified.spiffe_id()) {
             Ok(())
         } else {

@@ -21,9 +21,11 @@
 
 pub mod bundle;
 pub mod id;
+pub mod jwt;
 pub mod key;
 pub mod pem;
 
 pub use bundle::{Bundle, BundleError, BundleSet, JwtAuthority, JwtBundle, X509Bundle};
 pub use id::{SpiffeId, SpiffeIdError, TrustDomain};
+pub use jwt::{JwtError, JwtSigner, JwtSvid, JwtSvidError};
 pub use key::{KeyError, KeyType, PrivateKey, PublicKey};

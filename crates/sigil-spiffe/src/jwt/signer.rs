@@ -176,7 +176,7 @@ mod tests {
         assert!(matches!(err, JwtError::EmptyKeyId));
         let rsa = PrivateKey::generate(KeyType::Rsa2048).unwrap();
         let err = PrivateKeySigner::new("k", rsa, Algorithm::Es256).unwrap_err();
-        assert_eq!(err.to_string(), "a RSA key cannot sign ES256");
+        assert_eq!(err.to_string(), "the signing key is RSA, which cannot sign ES256");
     }
 
     #[test]

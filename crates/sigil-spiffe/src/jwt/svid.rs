@@ -620,3 +620,184 @@ impl<'de> Visitor<'de> for StrictObjectVisitor {
         Ok(StrictObject(object))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{Bundle, JwtAuthority};
+    use crate::jwt::PrivateKeySigner;
+    use crate::key::{KeyType, PrivateKey};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn at(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    fn signer() -> PrivateKeySigner {
+        PrivateKeySigner::with_default_algorithm(
+            "kid-1",
+            PrivateKey::generate(KeyType::EcP256).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn bundles(signer: &PrivateKeySigner) -> BundleSet {
+        let mut bundle = Bundle::new("example.org".parse().unwrap());
+        bundle
+            .jwt_mut()
+            .add_authority(JwtAuthority::new("kid-1", signer.public_key()).unwrap());
+        [bundle].into_iter().collect()
+    }
+
+    fn params() -> JwtSvidParams {
+        JwtSvidParams::new(
+            "spiffe://example.org/web".parse().unwrap(),
+            ["aud-1"],
+            at(NOW),
+            at(NOW + 300),
+        )
+    }
+
+    fn decode_part(token: &str, index: usize) -> Value {
+        let part = token.split('.').nth(index).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    }
+
+    /// Signs arbitrary header and claims JSON with the signer's key.
+    fn craft(signer: &PrivateKeySigner, header: &str, claims: &str) -> String {
+        let mut token = URL_SAFE_NO_PAD.encode(header);
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(claims));
+        let signature = signer.sign(token.as_bytes()).unwrap();
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature));
+        token
+    }
+
+    #[test]
+    fn minted_header_is_exactly_alg_kid_typ() {
+        let signer = signer();
+        let svid = mint(&signer, params().with_issuer("https://issuer")).unwrap();
+        let header_b64 = svid.token().split('.').next().unwrap();
+        assert_eq!(
+            URL_SAFE_NO_PAD.decode(header_b64).unwrap(),
+            br#"{"alg":"ES256","kid":"kid-1","typ":"JWT"}"#
+        );
+        assert_eq!(
+            decode_part(svid.token(), 1),
+            serde_json::json!({
+                "aud": ["aud-1"], "exp": NOW + 300, "iat": NOW,
+                "iss": "https://issuer", "sub": "spiffe://example.org/web",
+            })
+        );
+        assert!(!svid.token().contains('='));
+        let parsed =
+            JwtSvid::parse_and_validate(svid.token(), &bundles(&signer), &["aud-1"], at(NOW))
+                .unwrap();
+        assert_eq!(parsed.claims(), svid.claims());
+        assert_eq!(parsed.expiry(), svid.expiry());
+        assert_eq!(parsed.issued_at(), Some(at(NOW)));
+    }
+
+    #[test]
+    fn mint_refuses_bad_parameters() {
+        let signer = signer();
+        let id: SpiffeId = "spiffe://example.org/web".parse().unwrap();
+        let empty: [&str; 0] = [];
+        let cases = [
+            (JwtSvidParams::new(id.clone(), empty, at(NOW), at(NOW + 1)), "a jwt-svid needs at least one audience"),
+            (JwtSvidParams::new(id.clone(), [""], at(NOW), at(NOW + 1)), "jwt-svid audience values cannot be empty"),
+            (JwtSvidParams::new(id.clone(), ["a"], at(NOW), at(NOW)), "jwt-svid expiry must be at least one second after its issue time, both after 1970"),
+            (params().with_claim("sub", "spiffe://example.org/admin".into()), "claim \"sub\" is set by the jwt-svid itself and cannot be given as an extra claim"),
+        ];
+        for (params, message) in cases {
+            assert_eq!(mint(&signer, params).unwrap_err().to_string(), message);
+        }
+    }
+
+    #[test]
+    fn alg_is_judged_before_other_header_parameters_in_any_order() {
+        let signer = signer();
+        let claims = format!(r#"{{"sub":"spiffe://example.org/web","aud":"aud-1","exp":{}}}"#, NOW + 60);
+        for header in [
+            r#"{"x5u":"https://evil","alg":"HS256","kid":"kid-1"}"#,
+            r#"{"alg":"HS256","x5u":"https://evil","kid":"kid-1"}"#,
+            r#"{"kid":7,"alg":"HS256"}"#,
+        ] {
+            let token = craft(&signer, header, &claims);
+            let err = danger_parse(&token).unwrap_err();
+            assert_eq!(err, JwtSvidError::UnsupportedAlgorithm("HS256".into()), "{header}");
+        }
+        let token = craft(&signer, r#"{"alg":"ES256","kid":"kid-1","x5u":"u","jku":"v"}"#, &claims);
+        assert_eq!(
+            danger_parse(&token).unwrap_err(),
+            JwtSvidError::UnexpectedHeaderParameter("x5u".into())
+        );
+        // Escaped strings are read like plain ones.
+        let token = craft(&signer, r#"{"alg":"ES\u0032\u0035\u0036","kid":"kid\u002d1"}"#, &claims);
+        assert_eq!(danger_parse(&token).unwrap().key_id(), "kid-1");
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let signer = signer();
+        let claims = format!(r#"{{"sub":"spiffe://example.org/web","aud":"aud-1","exp":{}}}"#, NOW + 60);
+        let token = craft(&signer, r#"{"alg":"ES256","alg":"ES256","kid":"kid-1"}"#, &claims);
+        assert!(matches!(
+            danger_parse(&token).unwrap_err(),
+            JwtSvidError::InvalidHeader(m) if m.contains("duplicate header parameter \"alg\"")
+        ));
+        let claims = format!(
+            r#"{{"sub":"spiffe://example.org/web","sub":"spiffe://example.org/admin","aud":"aud-1","exp":{}}}"#,
+            NOW + 60
+        );
+        let token = craft(&signer, r#"{"alg":"ES256","kid":"kid-1"}"#, &claims);
+        assert!(matches!(
+            danger_parse(&token).unwrap_err(),
+            JwtSvidError::InvalidClaims(m) if m.contains("duplicate claim \"sub\"")
+        ));
+    }
+
+    #[test]
+    fn numeric_dates_must_be_non_negative_integers() {
+        let signer = signer();
+        for (exp, ok) in [("1800000060", true), ("1800000060.5", false), ("-1", false), ("\"1800000060\"", false)] {
+            let claims = format!(r#"{{"sub":"spiffe://example.org/web","aud":"aud-1","exp":{exp}}}"#);
+            let token = craft(&signer, r#"{"alg":"ES256","kid":"kid-1"}"#, &claims);
+            let result = danger_parse(&token);
+            assert_eq!(result.is_ok(), ok, "{exp}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn leeway_bounds_are_exact() {
+        let signer = signer();
+        let svid = mint(&signer, params()).unwrap();
+        let bundles = bundles(&signer);
+        let validate = |now, leeway| {
+            JwtSvid::parse_and_validate_with_leeway(svid.token(), &bundles, &["aud-1"], at(now), Duration::from_secs(leeway))
+        };
+        // exp = NOW + 300: valid strictly before exp + leeway.
+        assert!(validate(NOW + 299, 0).is_ok());
+        assert!(matches!(validate(NOW + 300, 0), Err(JwtSvidError::Expired { .. })));
+        assert!(validate(NOW + 309, 10).is_ok());
+        assert!(matches!(validate(NOW + 310, 10), Err(JwtSvidError::Expired { .. })));
+        // iat = NOW: not in the future beyond the leeway.
+        assert!(validate(NOW - 10, 10).is_ok());
+        assert!(matches!(validate(NOW - 11, 10), Err(JwtSvidError::IssuedInFuture { .. })));
+    }
+
+    #[test]
+    fn debug_redacts_the_token() {
+        let svid = mint(&signer(), params()).unwrap();
+        let debug = format!("{svid:?}");
+        assert!(!debug.contains(svid.token()));
+        assert!(!debug.contains(svid.token().split('.').nth(2).unwrap()));
+        assert!(debug.contains("<redacted>"));
+    }
+
+    fn danger_parse(token: &str) -> Result<JwtSvid, JwtSvidError> {
+        crate::jwt::danger::parse_insecure(token, &["aud-1"], at(NOW))
+    }
+}

@@ -84,7 +84,12 @@ impl Algorithm {
     /// curve must match for ECDSA, and RS*/PS* need an RSA key.
     pub fn accepts_key(self, key: &PublicKey) -> bool {
         match (self.curve(), key) {
-            (Some(curve), PublicKey::Ec { curve: key_curve, .. }) => curve == *key_curve,
+            (
+                Some(curve),
+                PublicKey::Ec {
+                    curve: key_curve, ..
+                },
+            ) => curve == *key_curve,
             (None, PublicKey::Rsa { .. }) => true,
             _ => false,
         }
@@ -205,7 +210,9 @@ mod tests {
             assert_eq!(alg.as_str().parse::<Algorithm>().unwrap(), alg);
             assert_eq!(alg.to_string(), alg.as_str());
         }
-        for bad in ["none", "HS256", "HS384", "HS512", "EdDSA", "es256", "ES256K", "", "RS1"] {
+        for bad in [
+            "none", "HS256", "HS384", "HS512", "EdDSA", "es256", "ES256K", "", "RS1",
+        ] {
             let err = bad.parse::<Algorithm>().unwrap_err();
             assert!(matches!(&err, JwtError::UnsupportedAlgorithm(name) if name == bad));
             assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");

@@ -132,7 +132,9 @@ pub enum JwtError {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum JwtSvidError {
     /// The caller gave no expected audience, or an empty one.
-    #[error("expected audience list is empty or holds an empty value: a validator must name its own audience")]
+    #[error(
+        "expected audience list is empty or holds an empty value: a validator must name its own audience"
+    )]
     NoExpectedAudience,
     /// The token is longer than [`MAX_TOKEN_LEN`].
     #[error("token is {len} bytes long; the limit is {MAX_TOKEN_LEN}")]
@@ -144,7 +146,9 @@ pub enum JwtSvidError {
     #[error("token uses the jws json serialization; jwt-svids use compact serialization only")]
     JsonSerialization,
     /// The token is not three dot-separated parts.
-    #[error("token is not in jws compact serialization: expected 3 dot-separated parts, found {parts}")]
+    #[error(
+        "token is not in jws compact serialization: expected 3 dot-separated parts, found {parts}"
+    )]
     NotCompact {
         /// How many parts were found.
         parts: usize,
@@ -290,12 +294,6 @@ pub mod danger {
         expected_audience: &[A],
         now: SystemTime,
     ) -> Result<JwtSvid, JwtSvidError> {
-        super::svid::parse(
-            token,
-            None,
-            expected_audience,
-            now,
-            super::DEFAULT_LEEWAY,
-        )
+        super::svid::parse(token, None, expected_audience, now, super::DEFAULT_LEEWAY)
     }
 }

@@ -99,11 +99,10 @@ impl PrivateKeySigner {
         key_id: impl Into<String>,
         key: PrivateKey,
     ) -> Result<Self, JwtError> {
-        let algorithm =
-            Algorithm::default_for(&key.public_key()).ok_or(JwtError::KeyMismatch {
-                key: key.family(),
-                algorithm: Algorithm::Es256,
-            })?;
+        let algorithm = Algorithm::default_for(&key.public_key()).ok_or(JwtError::KeyMismatch {
+            key: key.family(),
+            algorithm: Algorithm::Es256,
+        })?;
         Self::new(key_id, key, algorithm)
     }
 
@@ -165,7 +164,10 @@ mod tests {
     #[test]
     fn the_key_must_suit_the_algorithm() {
         let p256 = || PrivateKey::generate(KeyType::EcP256).unwrap();
-        for alg in Algorithm::ALL.into_iter().filter(|a| *a != Algorithm::Es256) {
+        for alg in Algorithm::ALL
+            .into_iter()
+            .filter(|a| *a != Algorithm::Es256)
+        {
             let err = PrivateKeySigner::new("k", p256(), alg).unwrap_err();
             assert!(
                 matches!(err, JwtError::KeyMismatch { key: "EC P-256", algorithm } if algorithm == alg),
@@ -176,15 +178,20 @@ mod tests {
         assert!(matches!(err, JwtError::EmptyKeyId));
         let rsa = PrivateKey::generate(KeyType::Rsa2048).unwrap();
         let err = PrivateKeySigner::new("k", rsa, Algorithm::Es256).unwrap_err();
-        assert_eq!(err.to_string(), "the signing key is RSA, which cannot sign ES256");
+        assert_eq!(
+            err.to_string(),
+            "the signing key is RSA, which cannot sign ES256"
+        );
     }
 
     #[test]
     fn ecdsa_signatures_are_fixed_width() {
         for (key_type, len) in [(KeyType::EcP256, 64), (KeyType::EcP384, 96)] {
-            let signer =
-                PrivateKeySigner::with_default_algorithm("k", PrivateKey::generate(key_type).unwrap())
-                    .unwrap();
+            let signer = PrivateKeySigner::with_default_algorithm(
+                "k",
+                PrivateKey::generate(key_type).unwrap(),
+            )
+            .unwrap();
             // DER signatures vary in length and start with 0x30; fixed ones never vary.
             for _ in 0..8 {
                 assert_eq!(signer.sign(b"message").unwrap().len(), len);

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
@@ -167,10 +167,7 @@ impl JwtSvidParams {
 
 /// Signs a JWT-SVID. The header is exactly `{"alg":..,"kid":..,"typ":"JWT"}`; `aud` is always
 /// a JSON array (see the [module documentation](super)).
-pub fn mint<S: JwtSigner + ?Sized>(
-    signer: &S,
-    params: JwtSvidParams,
-) -> Result<JwtSvid, JwtError> {
+pub fn mint<S: JwtSigner + ?Sized>(signer: &S, params: JwtSvidParams) -> Result<JwtSvid, JwtError> {
     let key_id = signer.key_id();
     if key_id.is_empty() {
         return Err(JwtError::EmptyKeyId);
@@ -206,7 +203,10 @@ pub fn mint<S: JwtSigner + ?Sized>(
     if let Some(issuer) = params.issuer {
         claims.insert("iss".into(), Value::String(issuer));
     }
-    claims.insert("sub".into(), Value::String(params.spiffe_id.as_str().into()));
+    claims.insert(
+        "sub".into(),
+        Value::String(params.spiffe_id.as_str().into()),
+    );
 
     // Written by hand so the header carries exactly these three parameters in this order
     // (JWT-SVID.md §2.1); serde_json escapes the key ID.
@@ -326,7 +326,9 @@ pub(super) fn parse<A: AsRef<str>>(
         .map_err(|e| JwtSvidError::InvalidClaims(e.to_string()))?;
     let spiffe_id = match claims.get("sub") {
         None => return Err(JwtSvidError::MissingSubject),
-        Some(Value::String(sub)) => sub.parse::<SpiffeId>().map_err(JwtSvidError::InvalidSubject)?,
+        Some(Value::String(sub)) => sub
+            .parse::<SpiffeId>()
+            .map_err(JwtSvidError::InvalidSubject)?,
         Some(_) => {
             return Err(JwtSvidError::InvalidClaim {
                 claim: "sub",
@@ -706,10 +708,22 @@ mod tests {
         let id: SpiffeId = "spiffe://example.org/web".parse().unwrap();
         let empty: [&str; 0] = [];
         let cases = [
-            (JwtSvidParams::new(id.clone(), empty, at(NOW), at(NOW + 1)), "a jwt-svid needs at least one audience"),
-            (JwtSvidParams::new(id.clone(), [""], at(NOW), at(NOW + 1)), "jwt-svid audience values cannot be empty"),
-            (JwtSvidParams::new(id.clone(), ["a"], at(NOW), at(NOW)), "jwt-svid expiry must be at least one second after its issue time, both after 1970"),
-            (params().with_claim("sub", "spiffe://example.org/admin".into()), "claim \"sub\" is set by the jwt-svid itself and cannot be given as an extra claim"),
+            (
+                JwtSvidParams::new(id.clone(), empty, at(NOW), at(NOW + 1)),
+                "a jwt-svid needs at least one audience",
+            ),
+            (
+                JwtSvidParams::new(id.clone(), [""], at(NOW), at(NOW + 1)),
+                "jwt-svid audience values cannot be empty",
+            ),
+            (
+                JwtSvidParams::new(id, ["a"], at(NOW), at(NOW)),
+                "jwt-svid expiry must be at least one second after its issue time, both after 1970",
+            ),
+            (
+                params().with_claim("sub", "spiffe://example.org/admin".into()),
+                "claim \"sub\" is set by the jwt-svid itself and cannot be given as an extra claim",
+            ),
         ];
         for (params, message) in cases {
             assert_eq!(mint(&signer, params).unwrap_err().to_string(), message);
@@ -719,7 +733,10 @@ mod tests {
     #[test]
     fn alg_is_judged_before_other_header_parameters_in_any_order() {
         let signer = signer();
-        let claims = format!(r#"{{"sub":"spiffe://example.org/web","aud":"aud-1","exp":{}}}"#, NOW + 60);
+        let claims = format!(
+            r#"{{"sub":"spiffe://example.org/web","aud":"aud-1","exp":{}}}"#,
+            NOW + 60
+        );
         for header in [
             r#"{"x5u":"https://evil","alg":"HS256","kid":"kid-1"}"#,
             r#"{"alg":"HS256","x5u":"https://evil","kid":"kid-1"}"#,
@@ -727,23 +744,42 @@ mod tests {
         ] {
             let token = craft(&signer, header, &claims);
             let err = danger_parse(&token).unwrap_err();
-            assert_eq!(err, JwtSvidError::UnsupportedAlgorithm("HS256".into()), "{header}");
+            assert_eq!(
+                err,
+                JwtSvidError::UnsupportedAlgorithm("HS256".into()),
+                "{header}"
+            );
         }
-        let token = craft(&signer, r#"{"alg":"ES256","kid":"kid-1","x5u":"u","jku":"v"}"#, &claims);
+        let token = craft(
+            &signer,
+            r#"{"alg":"ES256","kid":"kid-1","x5u":"u","jku":"v"}"#,
+            &claims,
+        );
         assert_eq!(
             danger_parse(&token).unwrap_err(),
             JwtSvidError::UnexpectedHeaderParameter("x5u".into())
         );
         // Escaped strings are read like plain ones.
-        let token = craft(&signer, r#"{"alg":"ES\u0032\u0035\u0036","kid":"kid\u002d1"}"#, &claims);
+        let token = craft(
+            &signer,
+            r#"{"alg":"ES\u0032\u0035\u0036","kid":"kid\u002d1"}"#,
+            &claims,
+        );
         assert_eq!(danger_parse(&token).unwrap().key_id(), "kid-1");
     }
 
     #[test]
     fn duplicate_names_are_refused() {
         let signer = signer();
-        let claims = format!(r#"{{"sub":"spiffe://example.org/web","aud":"aud-1","exp":{}}}"#, NOW + 60);
-        let token = craft(&signer, r#"{"alg":"ES256","alg":"ES256","kid":"kid-1"}"#, &claims);
+        let claims = format!(
+            r#"{{"sub":"spiffe://example.org/web","aud":"aud-1","exp":{}}}"#,
+            NOW + 60
+        );
+        let token = craft(
+            &signer,
+            r#"{"alg":"ES256","alg":"ES256","kid":"kid-1"}"#,
+            &claims,
+        );
         assert!(matches!(
             danger_parse(&token).unwrap_err(),
             JwtSvidError::InvalidHeader(m) if m.contains("duplicate header parameter \"alg\"")
@@ -762,8 +798,14 @@ mod tests {
     #[test]
     fn numeric_dates_must_be_non_negative_integers() {
         let signer = signer();
-        for (exp, ok) in [("1800000060", true), ("1800000060.5", false), ("-1", false), ("\"1800000060\"", false)] {
-            let claims = format!(r#"{{"sub":"spiffe://example.org/web","aud":"aud-1","exp":{exp}}}"#);
+        for (exp, ok) in [
+            ("1800000060", true),
+            ("1800000060.5", false),
+            ("-1", false),
+            ("\"1800000060\"", false),
+        ] {
+            let claims =
+                format!(r#"{{"sub":"spiffe://example.org/web","aud":"aud-1","exp":{exp}}}"#);
             let token = craft(&signer, r#"{"alg":"ES256","kid":"kid-1"}"#, &claims);
             let result = danger_parse(&token);
             assert_eq!(result.is_ok(), ok, "{exp}: {result:?}");
@@ -776,16 +818,31 @@ mod tests {
         let svid = mint(&signer, params()).unwrap();
         let bundles = bundles(&signer);
         let validate = |now, leeway| {
-            JwtSvid::parse_and_validate_with_leeway(svid.token(), &bundles, &["aud-1"], at(now), Duration::from_secs(leeway))
+            JwtSvid::parse_and_validate_with_leeway(
+                svid.token(),
+                &bundles,
+                &["aud-1"],
+                at(now),
+                Duration::from_secs(leeway),
+            )
         };
         // exp = NOW + 300: valid strictly before exp + leeway.
         assert!(validate(NOW + 299, 0).is_ok());
-        assert!(matches!(validate(NOW + 300, 0), Err(JwtSvidError::Expired { .. })));
+        assert!(matches!(
+            validate(NOW + 300, 0),
+            Err(JwtSvidError::Expired { .. })
+        ));
         assert!(validate(NOW + 309, 10).is_ok());
-        assert!(matches!(validate(NOW + 310, 10), Err(JwtSvidError::Expired { .. })));
+        assert!(matches!(
+            validate(NOW + 310, 10),
+            Err(JwtSvidError::Expired { .. })
+        ));
         // iat = NOW: not in the future beyond the leeway.
         assert!(validate(NOW - 10, 10).is_ok());
-        assert!(matches!(validate(NOW - 11, 10), Err(JwtSvidError::IssuedInFuture { .. })));
+        assert!(matches!(
+            validate(NOW - 11, 10),
+            Err(JwtSvidError::IssuedInFuture { .. })
+        ));
     }
 
     #[test]

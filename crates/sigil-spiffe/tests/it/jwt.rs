@@ -2,6 +2,9 @@
 //! and cross-checks against independent implementations (the `spiffe` crate and
 //! `jsonwebtoken`), both ways.
 
+// Test helpers and fixtures outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,9 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use sigil_spiffe::jwt::{
-    self, Algorithm, JwtSigner, JwtSvidParams, PrivateKeySigner, danger,
-};
+use sigil_spiffe::jwt::{self, Algorithm, JwtSigner, JwtSvidParams, PrivateKeySigner, danger};
 use sigil_spiffe::key::EcCurve;
 use sigil_spiffe::{
     Bundle, BundleSet, JwtAuthority, JwtSvid, JwtSvidError, KeyType, PrivateKey, PublicKey,
@@ -24,16 +25,19 @@ const TD: &str = "example.org";
 const SUB: &str = "spiffe://example.org/workload";
 
 /// Keys are generated once per test binary: RSA generation is slow.
-static P256: LazyLock<PrivateKey> = LazyLock::new(|| PrivateKey::generate(KeyType::EcP256).unwrap());
+static P256: LazyLock<PrivateKey> =
+    LazyLock::new(|| PrivateKey::generate(KeyType::EcP256).unwrap());
 static P256_OTHER: LazyLock<PrivateKey> =
     LazyLock::new(|| PrivateKey::generate(KeyType::EcP256).unwrap());
-static P384: LazyLock<PrivateKey> = LazyLock::new(|| PrivateKey::generate(KeyType::EcP384).unwrap());
+static P384: LazyLock<PrivateKey> =
+    LazyLock::new(|| PrivateKey::generate(KeyType::EcP384).unwrap());
 static P521: LazyLock<PrivateKey> = LazyLock::new(|| {
     let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P521_SHA512_ASN1_SIGNING, &SystemRandom::new())
         .unwrap();
     PrivateKey::from_pkcs8_der(doc.as_ref()).unwrap()
 });
-static RSA: LazyLock<PrivateKey> = LazyLock::new(|| PrivateKey::generate(KeyType::Rsa2048).unwrap());
+static RSA: LazyLock<PrivateKey> =
+    LazyLock::new(|| PrivateKey::generate(KeyType::Rsa2048).unwrap());
 
 fn key_for(alg: Algorithm) -> &'static PrivateKey {
     match alg.curve() {
@@ -65,7 +69,12 @@ fn signer(alg: Algorithm) -> PrivateKeySigner {
 /// One bundle for example.org with all four test keys, one for other.org with P256_OTHER.
 fn bundles() -> BundleSet {
     let mut bundle = Bundle::new(TD.parse().unwrap());
-    for alg in [Algorithm::Es256, Algorithm::Es384, Algorithm::Es512, Algorithm::Rs256] {
+    for alg in [
+        Algorithm::Es256,
+        Algorithm::Es384,
+        Algorithm::Es512,
+        Algorithm::Rs256,
+    ] {
         bundle
             .jwt_mut()
             .add_authority(JwtAuthority::new(kid_for(alg), key_for(alg).public_key()).unwrap());
@@ -118,8 +127,13 @@ fn every_algorithm_round_trips() {
     for alg in Algorithm::ALL {
         let svid = jwt::mint(
             &signer(alg),
-            JwtSvidParams::new(SUB.parse().unwrap(), ["audience", "other"], at(NOW), at(NOW + 300))
-                .with_claim("jti", json!("id-1")),
+            JwtSvidParams::new(
+                SUB.parse().unwrap(),
+                ["audience", "other"],
+                at(NOW),
+                at(NOW + 300),
+            )
+            .with_claim("jti", json!("id-1")),
         )
         .unwrap();
         let parsed =
@@ -150,7 +164,11 @@ fn header_typ_may_be_jwt_jose_or_absent() {
         r#"{"kid":"kid-p256","alg":"ES256"}"#,
     ] {
         let token = craft(&signer(Algorithm::Es256), header, &claims);
-        assert_eq!(validate(&token).unwrap().spiffe_id().as_str(), SUB, "{header}");
+        assert_eq!(
+            validate(&token).unwrap().spiffe_id().as_str(),
+            SUB,
+            "{header}"
+        );
     }
 }
 
@@ -162,7 +180,8 @@ fn bad_tokens_fail_with_the_check_that_names_them() {
     assert!(validate(&good).is_ok());
     let (good_input, good_signature) = good.rsplit_once('.').unwrap();
     let claims = good_claims().to_string();
-    let another_p256 = PrivateKeySigner::new("kid-p256", copy(&P256_OTHER), Algorithm::Es256).unwrap();
+    let another_p256 =
+        PrivateKeySigner::new("kid-p256", copy(&P256_OTHER), Algorithm::Es256).unwrap();
     let hs256 = jsonwebtoken::encode(
         &jsonwebtoken::Header {
             kid: Some("kid-p256".into()),
@@ -176,10 +195,18 @@ fn bad_tokens_fail_with_the_check_that_names_them() {
     let cases: Vec<(&str, String, JwtSvidError)> = vec![
         (
             "alg none",
-            format!("{}.{}.", b64(r#"{"alg":"none","kid":"kid-p256"}"#), b64(&claims)),
+            format!(
+                "{}.{}.",
+                b64(r#"{"alg":"none","kid":"kid-p256"}"#),
+                b64(&claims)
+            ),
             JwtSvidError::UnsupportedAlgorithm("none".into()),
         ),
-        ("HS256 from jsonwebtoken", hs256, JwtSvidError::UnsupportedAlgorithm("HS256".into())),
+        (
+            "HS256 from jsonwebtoken",
+            hs256,
+            JwtSvidError::UnsupportedAlgorithm("HS256".into()),
+        ),
         (
             "EdDSA",
             craft(&es256, r#"{"alg":"EdDSA","kid":"kid-p256"}"#, &claims),
@@ -220,22 +247,38 @@ fn bad_tokens_fail_with_the_check_that_names_them() {
         ),
         (
             "extra header parameter",
-            craft(&es256, r#"{"alg":"ES256","kid":"kid-p256","typ":"JWT","jku":"https://x"}"#, &claims),
+            craft(
+                &es256,
+                r#"{"alg":"ES256","kid":"kid-p256","typ":"JWT","jku":"https://x"}"#,
+                &claims,
+            ),
             JwtSvidError::UnexpectedHeaderParameter("jku".into()),
         ),
         (
             "crit header",
-            craft(&es256, r#"{"alg":"ES256","crit":["exp"],"kid":"kid-p256"}"#, &claims),
+            craft(
+                &es256,
+                r#"{"alg":"ES256","crit":["exp"],"kid":"kid-p256"}"#,
+                &claims,
+            ),
             JwtSvidError::UnexpectedHeaderParameter("crit".into()),
         ),
         (
             "typ wrong",
-            craft(&es256, r#"{"alg":"ES256","kid":"kid-p256","typ":"invalid"}"#, &claims),
+            craft(
+                &es256,
+                r#"{"alg":"ES256","kid":"kid-p256","typ":"invalid"}"#,
+                &claims,
+            ),
             JwtSvidError::InvalidType("invalid".into()),
         ),
         (
             "typ lower case",
-            craft(&es256, r#"{"alg":"ES256","kid":"kid-p256","typ":"jwt"}"#, &claims),
+            craft(
+                &es256,
+                r#"{"alg":"ES256","kid":"kid-p256","typ":"jwt"}"#,
+                &claims,
+            ),
             JwtSvidError::InvalidType("jwt".into()),
         ),
         (
@@ -247,71 +290,150 @@ fn bad_tokens_fail_with_the_check_that_names_them() {
         ),
         (
             "missing sub",
-            craft(&es256, ES256_HEADER, &claims_with(|c| drop(c.remove("sub")))),
+            craft(
+                &es256,
+                ES256_HEADER,
+                &claims_with(|c| drop(c.remove("sub"))),
+            ),
             JwtSvidError::MissingSubject,
         ),
         (
             "invalid sub",
-            craft(&es256, ES256_HEADER, &claims_with(|c| drop(c.insert("sub".into(), json!("invalid subject"))))),
+            craft(
+                &es256,
+                ES256_HEADER,
+                &claims_with(|c| drop(c.insert("sub".into(), json!("invalid subject")))),
+            ),
             JwtSvidError::InvalidSubject(SpiffeIdError::WrongScheme),
         ),
         (
             "sub with upper-case trust domain",
-            craft(&es256, ES256_HEADER, &claims_with(|c| drop(c.insert("sub".into(), json!("spiffe://Example.org/w"))))),
-            JwtSvidError::InvalidSubject(SpiffeIdError::BadTrustDomainChar { found: 'E', position: 0 }),
+            craft(
+                &es256,
+                ES256_HEADER,
+                &claims_with(|c| drop(c.insert("sub".into(), json!("spiffe://Example.org/w")))),
+            ),
+            JwtSvidError::InvalidSubject(SpiffeIdError::BadTrustDomainChar {
+                found: 'E',
+                position: 0,
+            }),
         ),
         (
             "sub not a string",
-            craft(&es256, ES256_HEADER, &claims_with(|c| drop(c.insert("sub".into(), json!(["x"]))))),
-            JwtSvidError::InvalidClaim { claim: "sub", reason: "must be a string" },
+            craft(
+                &es256,
+                ES256_HEADER,
+                &claims_with(|c| drop(c.insert("sub".into(), json!(["x"])))),
+            ),
+            JwtSvidError::InvalidClaim {
+                claim: "sub",
+                reason: "must be a string",
+            },
         ),
         (
             "missing exp",
-            craft(&es256, ES256_HEADER, &claims_with(|c| drop(c.remove("exp")))),
+            craft(
+                &es256,
+                ES256_HEADER,
+                &claims_with(|c| drop(c.remove("exp"))),
+            ),
             JwtSvidError::MissingExpiry,
         ),
         (
             "exp not an integer",
-            craft(&es256, ES256_HEADER, &claims_with(|c| drop(c.insert("exp".into(), json!("tomorrow"))))),
-            JwtSvidError::InvalidClaim { claim: "exp", reason: "must be a non-negative integer" },
+            craft(
+                &es256,
+                ES256_HEADER,
+                &claims_with(|c| drop(c.insert("exp".into(), json!("tomorrow")))),
+            ),
+            JwtSvidError::InvalidClaim {
+                claim: "exp",
+                reason: "must be a non-negative integer",
+            },
         ),
         (
             "expired beyond the leeway",
-            craft(&es256, ES256_HEADER, &claims_with(|c| {
-                c.insert("exp".into(), json!(NOW - 60));
-                c.insert("iat".into(), json!(NOW - 360));
-            })),
-            JwtSvidError::Expired { expiry: NOW - 60, now: NOW, leeway: 60 },
+            craft(
+                &es256,
+                ES256_HEADER,
+                &claims_with(|c| {
+                    c.insert("exp".into(), json!(NOW - 60));
+                    c.insert("iat".into(), json!(NOW - 360));
+                }),
+            ),
+            JwtSvidError::Expired {
+                expiry: NOW - 60,
+                now: NOW,
+                leeway: 60,
+            },
         ),
         (
             "nbf in the future",
-            craft(&es256, ES256_HEADER, &claims_with(|c| drop(c.insert("nbf".into(), json!(NOW + 61))))),
-            JwtSvidError::NotYetValid { not_before: NOW + 61, now: NOW, leeway: 60 },
+            craft(
+                &es256,
+                ES256_HEADER,
+                &claims_with(|c| drop(c.insert("nbf".into(), json!(NOW + 61)))),
+            ),
+            JwtSvidError::NotYetValid {
+                not_before: NOW + 61,
+                now: NOW,
+                leeway: 60,
+            },
         ),
         (
             "iat in the future",
-            craft(&es256, ES256_HEADER, &claims_with(|c| drop(c.insert("iat".into(), json!(NOW + 61))))),
-            JwtSvidError::IssuedInFuture { issued_at: NOW + 61, now: NOW, leeway: 60 },
+            craft(
+                &es256,
+                ES256_HEADER,
+                &claims_with(|c| drop(c.insert("iat".into(), json!(NOW + 61)))),
+            ),
+            JwtSvidError::IssuedInFuture {
+                issued_at: NOW + 61,
+                now: NOW,
+                leeway: 60,
+            },
         ),
         (
             "missing aud",
-            craft(&es256, ES256_HEADER, &claims_with(|c| drop(c.remove("aud")))),
+            craft(
+                &es256,
+                ES256_HEADER,
+                &claims_with(|c| drop(c.remove("aud"))),
+            ),
             JwtSvidError::MissingAudience,
         ),
         (
             "empty aud array",
-            craft(&es256, ES256_HEADER, &claims_with(|c| drop(c.insert("aud".into(), json!([]))))),
+            craft(
+                &es256,
+                ES256_HEADER,
+                &claims_with(|c| drop(c.insert("aud".into(), json!([])))),
+            ),
             JwtSvidError::EmptyAudience,
         ),
         (
             "aud not strings",
-            craft(&es256, ES256_HEADER, &claims_with(|c| drop(c.insert("aud".into(), json!([1]))))),
-            JwtSvidError::InvalidClaim { claim: "aud", reason: "must be a string or an array of strings" },
+            craft(
+                &es256,
+                ES256_HEADER,
+                &claims_with(|c| drop(c.insert("aud".into(), json!([1])))),
+            ),
+            JwtSvidError::InvalidClaim {
+                claim: "aud",
+                reason: "must be a string or an array of strings",
+            },
         ),
         (
             "wrong aud",
-            craft(&es256, ES256_HEADER, &claims_with(|c| drop(c.insert("aud".into(), json!("another"))))),
-            JwtSvidError::AudienceMismatch { actual: vec!["another".into()], expected: vec!["audience".into()] },
+            craft(
+                &es256,
+                ES256_HEADER,
+                &claims_with(|c| drop(c.insert("aud".into(), json!("another")))),
+            ),
+            JwtSvidError::AudienceMismatch {
+                actual: vec!["another".into()],
+                expected: vec!["audience".into()],
+            },
         ),
         (
             "claims not an object",
@@ -322,13 +444,20 @@ fn bad_tokens_fail_with_the_check_that_names_them() {
         ),
         (
             "no bundle for the trust domain",
-            craft(&es256, ES256_HEADER, &claims_with(|c| drop(c.insert("sub".into(), json!("spiffe://another.domain/w"))))),
+            craft(
+                &es256,
+                ES256_HEADER,
+                &claims_with(|c| drop(c.insert("sub".into(), json!("spiffe://another.domain/w")))),
+            ),
             JwtSvidError::NoBundle("another.domain".into()),
         ),
         (
             "kid of another trust domain",
             craft(&es256, r#"{"alg":"ES256","kid":"kid-other"}"#, &claims),
-            JwtSvidError::NoAuthority { key_id: "kid-other".into(), trust_domain: TD.into() },
+            JwtSvidError::NoAuthority {
+                key_id: "kid-other".into(),
+                trust_domain: TD.into(),
+            },
         ),
         (
             "signature by another key",
@@ -343,21 +472,51 @@ fn bad_tokens_fail_with_the_check_that_names_them() {
         (
             "RS256 with a kid naming an EC key",
             craft(&rs256, r#"{"alg":"RS256","kid":"kid-p256"}"#, &claims),
-            JwtSvidError::KeyMismatch { key_id: "kid-p256".into(), key: "EC P-256", algorithm: Algorithm::Rs256 },
+            JwtSvidError::KeyMismatch {
+                key_id: "kid-p256".into(),
+                key: "EC P-256",
+                algorithm: Algorithm::Rs256,
+            },
         ),
         (
             "ES384 with a kid naming a P-256 key",
-            craft(&signer(Algorithm::Es384), r#"{"alg":"ES384","kid":"kid-p256"}"#, &claims),
-            JwtSvidError::KeyMismatch { key_id: "kid-p256".into(), key: "EC P-256", algorithm: Algorithm::Es384 },
+            craft(
+                &signer(Algorithm::Es384),
+                r#"{"alg":"ES384","kid":"kid-p256"}"#,
+                &claims,
+            ),
+            JwtSvidError::KeyMismatch {
+                key_id: "kid-p256".into(),
+                key: "EC P-256",
+                algorithm: Algorithm::Es384,
+            },
         ),
         (
             "claims changed after signing",
-            format!("{}.{}.{good_signature}", b64(ES256_HEADER), b64(claims_with(|c| drop(c.insert("sub".into(), json!("spiffe://example.org/admin")))))),
+            format!(
+                "{}.{}.{good_signature}",
+                b64(ES256_HEADER),
+                b64(claims_with(|c| drop(
+                    c.insert("sub".into(), json!("spiffe://example.org/admin"))
+                )))
+            ),
             JwtSvidError::InvalidSignature,
         ),
-        ("garbage", "invalid token".into(), JwtSvidError::NotCompact { parts: 1 }),
-        ("empty", String::new(), JwtSvidError::NotCompact { parts: 1 }),
-        ("truncated to two parts", good_input.to_owned(), JwtSvidError::NotCompact { parts: 2 }),
+        (
+            "garbage",
+            "invalid token".into(),
+            JwtSvidError::NotCompact { parts: 1 },
+        ),
+        (
+            "empty",
+            String::new(),
+            JwtSvidError::NotCompact { parts: 1 },
+        ),
+        (
+            "truncated to two parts",
+            good_input.to_owned(),
+            JwtSvidError::NotCompact { parts: 2 },
+        ),
         (
             "truncated by one character",
             good[..good.len() - 1].to_owned(),
@@ -368,8 +527,16 @@ fn bad_tokens_fail_with_the_check_that_names_them() {
             good[..good.len() - 2].to_owned(),
             JwtSvidError::InvalidSignature,
         ),
-        ("four parts", format!("{good}.AAAA"), JwtSvidError::NotCompact { parts: 4 }),
-        ("five parts (JWE)", "a.b.c.d.e".into(), JwtSvidError::NotCompact { parts: 5 }),
+        (
+            "four parts",
+            format!("{good}.AAAA"),
+            JwtSvidError::NotCompact { parts: 4 },
+        ),
+        (
+            "five parts (JWE)",
+            "a.b.c.d.e".into(),
+            JwtSvidError::NotCompact { parts: 5 },
+        ),
         (
             "JSON serialization",
             json!({
@@ -386,12 +553,20 @@ fn bad_tokens_fail_with_the_check_that_names_them() {
         ),
         (
             "standard base64 alphabet in the header",
-            format!("{}+.{}.{good_signature}", &b64(ES256_HEADER)[1..], b64(&claims)),
+            format!(
+                "{}+.{}.{good_signature}",
+                &b64(ES256_HEADER)[1..],
+                b64(&claims)
+            ),
             JwtSvidError::InvalidEncoding { part: "header" },
         ),
         (
             "standard base64 alphabet in the claims",
-            format!("{}.{}/.{good_signature}", b64(ES256_HEADER), &b64(&claims)[1..]),
+            format!(
+                "{}.{}/.{good_signature}",
+                b64(ES256_HEADER),
+                &b64(&claims)[1..]
+            ),
             JwtSvidError::InvalidEncoding { part: "claims" },
         ),
         (
@@ -402,11 +577,17 @@ fn bad_tokens_fail_with_the_check_that_names_them() {
         (
             "too long",
             format!("{good_input}.{}", "A".repeat(70_000)),
-            JwtSvidError::TooLong { len: good_input.len() + 1 + 70_000 },
+            JwtSvidError::TooLong {
+                len: good_input.len() + 1 + 70_000,
+            },
         ),
     ];
     for (name, token, expected) in cases {
-        assert_eq!(validate(&token).map(|s| s.spiffe_id().clone()), Err(expected), "{name}");
+        assert_eq!(
+            validate(&token).map(|s| s.spiffe_id().clone()),
+            Err(expected),
+            "{name}"
+        );
     }
 }
 
@@ -432,10 +613,20 @@ fn expected_audience_must_be_named() {
 
 #[test]
 fn insecure_parse_checks_everything_but_the_key() {
-    let unknown = PrivateKeySigner::new("kid-unknown", PrivateKey::generate(KeyType::EcP256).unwrap(), Algorithm::Es256).unwrap();
+    let unknown = PrivateKeySigner::new(
+        "kid-unknown",
+        PrivateKey::generate(KeyType::EcP256).unwrap(),
+        Algorithm::Es256,
+    )
+    .unwrap();
     let token = jwt::mint(
         &unknown,
-        JwtSvidParams::new("spiffe://nowhere.test/w".parse().unwrap(), ["audience"], at(NOW), at(NOW + 60)),
+        JwtSvidParams::new(
+            "spiffe://nowhere.test/w".parse().unwrap(),
+            ["audience"],
+            at(NOW),
+            at(NOW + 60),
+        ),
     )
     .unwrap();
     assert_eq!(
@@ -452,7 +643,11 @@ fn insecure_parse_checks_everything_but_the_key() {
         danger::parse_insecure(token.token(), &["other"], at(NOW)),
         Err(JwtSvidError::AudienceMismatch { .. })
     ));
-    let none = format!("{}.{}.", b64(r#"{"alg":"none","kid":"k"}"#), b64(good_claims().to_string()));
+    let none = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","kid":"k"}"#),
+        b64(good_claims().to_string())
+    );
     assert_eq!(
         danger::parse_insecure(&none, &["audience"], at(NOW)).unwrap_err(),
         JwtSvidError::UnsupportedAlgorithm("none".into())
@@ -464,14 +659,38 @@ fn weak_or_malformed_authority_keys_are_refused() {
     let claims = good_claims().to_string();
     let mut bundle = Bundle::new(TD.parse().unwrap());
     // A 1024-bit modulus (the top byte set, so it really has 1024 bits).
-    let weak = PublicKey::Rsa { n: vec![0xc5; 128].into(), e: vec![1, 0, 1].into() };
-    bundle.jwt_mut().add_authority(JwtAuthority::new("weak", weak).unwrap());
-    let bad_point = PublicKey::Ec { curve: EcCurve::P256, point: vec![4; 65].into() };
-    bundle.jwt_mut().add_authority(JwtAuthority::new("bad-point", bad_point).unwrap());
+    let weak = PublicKey::Rsa {
+        n: vec![0xc5; 128].into(),
+        e: vec![1, 0, 1].into(),
+    };
+    bundle
+        .jwt_mut()
+        .add_authority(JwtAuthority::new("weak", weak).unwrap());
+    let bad_point = PublicKey::Ec {
+        curve: EcCurve::P256,
+        point: vec![4; 65].into(),
+    };
+    bundle
+        .jwt_mut()
+        .add_authority(JwtAuthority::new("bad-point", bad_point).unwrap());
     let set: BundleSet = [bundle].into_iter().collect();
     let cases = [
-        (craft(&signer(Algorithm::Rs256), r#"{"alg":"RS256","kid":"weak"}"#, &claims), "weak"),
-        (craft(&signer(Algorithm::Es256), r#"{"alg":"ES256","kid":"bad-point"}"#, &claims), "bad-point"),
+        (
+            craft(
+                &signer(Algorithm::Rs256),
+                r#"{"alg":"RS256","kid":"weak"}"#,
+                &claims,
+            ),
+            "weak",
+        ),
+        (
+            craft(
+                &signer(Algorithm::Es256),
+                r#"{"alg":"ES256","kid":"bad-point"}"#,
+                &claims,
+            ),
+            "bad-point",
+        ),
     ];
     for (token, kid) in cases {
         assert_eq!(
@@ -488,12 +707,22 @@ fn authorities_compare_by_key_not_by_cache() {
     let mut bundle = Bundle::new(TD.parse().unwrap());
     bundle.jwt_mut().add_authority(authority);
     let set: BundleSet = [bundle.clone()].into_iter().collect();
-    let token = craft(&signer(Algorithm::Es256), ES256_HEADER, &good_claims().to_string());
+    let token = craft(
+        &signer(Algorithm::Es256),
+        ES256_HEADER,
+        &good_claims().to_string(),
+    );
     JwtSvid::parse_and_validate(&token, &set, &["audience"], at(NOW)).unwrap();
     // The authority in `set` has parsed its key now; equality must not notice.
-    assert_eq!(set.get(TD).unwrap().jwt().authority("kid-p256").unwrap(), &fresh);
+    assert_eq!(
+        set.get(TD).unwrap().jwt().authority("kid-p256").unwrap(),
+        &fresh
+    );
     assert_eq!(set.get(TD).unwrap(), &bundle);
-    assert_ne!(fresh, JwtAuthority::new("kid-p256", P256_OTHER.public_key()).unwrap());
+    assert_ne!(
+        fresh,
+        JwtAuthority::new("kid-p256", P256_OTHER.public_key()).unwrap()
+    );
 }
 
 #[test]
@@ -548,7 +777,12 @@ fn mint_now(alg: Algorithm, audience: &[&str]) -> JwtSvid {
     let now = real_now();
     jwt::mint(
         &signer(alg),
-        JwtSvidParams::new(SUB.parse().unwrap(), audience.iter().copied(), now, now + Duration::from_secs(300)),
+        JwtSvidParams::new(
+            SUB.parse().unwrap(),
+            audience.iter().copied(),
+            now,
+            now + Duration::from_secs(300),
+        ),
     )
     .unwrap()
 }
@@ -590,7 +824,12 @@ fn the_spiffe_crate_validates_our_tokens() {
     let now = real_now();
     let forged = jwt::mint(
         &PrivateKeySigner::new("kid-p256", copy(&P256_OTHER), Algorithm::Es256).unwrap(),
-        JwtSvidParams::new(SUB.parse().unwrap(), ["audience"], now, now + Duration::from_secs(60)),
+        JwtSvidParams::new(
+            SUB.parse().unwrap(),
+            ["audience"],
+            now,
+            now + Duration::from_secs(60),
+        ),
     )
     .unwrap();
     assert!(spiffe::JwtSvid::parse_and_validate(forged.token(), &set, &["audience"]).is_err());
@@ -670,8 +909,12 @@ fn we_validate_tokens_signed_by_jsonwebtoken() {
     // Its HMAC tokens are refused by name.
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("kid-p256".into());
-    let token =
-        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(b"k")).unwrap();
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"k"),
+    )
+    .unwrap();
     assert_eq!(
         validate(&token).unwrap_err(),
         JwtSvidError::UnsupportedAlgorithm("HS256".into())
@@ -682,10 +925,7 @@ fn we_validate_tokens_signed_by_jsonwebtoken() {
 
 fn audience_value() -> impl Strategy<Value = String> {
     // Printable ASCII (quotes and backslashes exercise JSON escaping) and some non-ASCII.
-    prop_oneof![
-        "[ -~]{1,24}",
-        "[a-zé✓\\u{10348}]{1,8}",
-    ]
+    prop_oneof!["[ -~]{1,24}", "[a-zé✓\\u{10348}]{1,8}",]
 }
 
 proptest! {

@@ -84,6 +84,9 @@ pub enum JwtError {
         /// The algorithm asked for.
         algorithm: Algorithm,
     },
+    /// A key type no JWT-SVID algorithm uses (Ed25519: EdDSA is not allowed).
+    #[error("{0} keys cannot sign jwt-svids")]
+    UnsupportedKey(&'static str),
     /// An RSA key below 2048 bits.
     #[error("rsa signing key has {bits} bits; jwt-svids need at least 2048")]
     WeakRsaKey {

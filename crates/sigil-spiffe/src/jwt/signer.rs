@@ -99,10 +99,8 @@ impl PrivateKeySigner {
         key_id: impl Into<String>,
         key: PrivateKey,
     ) -> Result<Self, JwtError> {
-        let algorithm = Algorithm::default_for(&key.public_key()).ok_or(JwtError::KeyMismatch {
-            key: key.family(),
-            algorithm: Algorithm::Es256,
-        })?;
+        let algorithm = Algorithm::default_for(&key.public_key())
+            .ok_or(JwtError::UnsupportedKey(key.family()))?;
         Self::new(key_id, key, algorithm)
     }
 
@@ -182,6 +180,15 @@ mod tests {
             err.to_string(),
             "the signing key is RSA, which cannot sign ES256"
         );
+    }
+
+    #[test]
+    fn ed25519_keys_cannot_sign_jwt_svids() {
+        let doc =
+            aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let key = PrivateKey::from_pkcs8_der(doc.as_ref()).unwrap();
+        let err = PrivateKeySigner::with_default_algorithm("k", key).unwrap_err();
+        assert_eq!(err.to_string(), "Ed25519 keys cannot sign jwt-svids");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 pub mod authorizer;
 pub mod bundle;
 pub mod id;
+pub mod jwt;
 pub mod key;
 pub mod pem;
 pub mod tls;
@@ -32,6 +33,7 @@ pub use bundle::{
     Bundle, BundleDocumentError, BundleError, BundleSet, JwtAuthority, JwtBundle, X509Bundle,
 };
 pub use id::{SpiffeId, SpiffeIdError, TrustDomain};
+pub use jwt::{JwtError, JwtSigner, JwtSvid, JwtSvidError};
 pub use key::{KeyError, KeyType, PrivateKey, PublicKey};
 pub use x509::{
     CaParams, IssuedX509Svid, SvidParams, SvidUsage, VerifiedChain, X509Authority, X509Signer,

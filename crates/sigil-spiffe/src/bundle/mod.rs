@@ -23,6 +23,7 @@ use std::time::Duration;
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 
 use crate::id::TrustDomain;
+use crate::jwt::{Algorithm, VerifierCache};
 use crate::key::PublicKey;
 
 /// Why a bundle could not be read, built or used.
@@ -134,10 +135,15 @@ impl PartialEq for X509Bundle {
 impl Eq for X509Bundle {}
 
 /// One JWT signing key of a trust domain, named by its key ID.
+///
+/// It keeps the key parsed for verification, per algorithm, on first use, so that validating
+/// a JWT-SVID costs one signature check and not a key parse as well. Clones share that cache;
+/// equality compares the key ID and public key only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JwtAuthority {
     key_id: String,
     public_key: PublicKey,
+    verifiers: VerifierCache,
 }
 
 impl JwtAuthority {
@@ -147,7 +153,11 @@ impl JwtAuthority {
         if key_id.is_empty() {
             return Err(BundleError::EmptyKeyId);
         }
-        Ok(Self { key_id, public_key })
+        Ok(Self {
+            key_id,
+            public_key,
+            verifiers: VerifierCache::default(),
+        })
     }
 
     /// The key ID (`kid`).
@@ -158,6 +168,16 @@ impl JwtAuthority {
     /// The public key.
     pub fn public_key(&self) -> &PublicKey {
         &self.public_key
+    }
+
+    /// The key parsed for verifying `algorithm`, parsed once and cached; `None` if the key is
+    /// malformed or (RSA) outside 2048..=8192 bits. The caller checks
+    /// `algorithm.accepts_key(self.public_key())` first.
+    pub(crate) fn verifier(
+        &self,
+        algorithm: Algorithm,
+    ) -> Option<&aws_lc_rs::signature::ParsedPublicKey> {
+        self.verifiers.verifier(&self.public_key, algorithm)
     }
 }
 

@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod bundle;
+mod jwt;
 mod tls;
 mod x509;

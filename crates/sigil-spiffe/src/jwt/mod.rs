@@ -5,8 +5,9 @@
 //!
 //! Sigil writes JWS compact serialization only, base64url without padding, with the header
 //! exactly `{"alg":..,"kid":..,"typ":"JWT"}` and the claims `aud`, `exp`, `iat`, `sub`, then
-//! `iss` and any extra claims the caller adds. `aud` is always written as a JSON array, even
-//! with one value, as SPIRE does; both forms are read (RFC 7519 §4.1.3).
+//! `iss` and any extra claims the caller adds. `aud` is written as a string when there is one
+//! audience and as an array otherwise, as SPIRE does (through go-jose); both forms are read
+//! (RFC 7519 §4.1.3).
 //!
 //! # Validation
 //!

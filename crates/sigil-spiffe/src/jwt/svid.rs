@@ -165,8 +165,8 @@ impl JwtSvidParams {
     }
 }
 
-/// Signs a JWT-SVID. The header is exactly `{"alg":..,"kid":..,"typ":"JWT"}`; `aud` is always
-/// a JSON array (see the [module documentation](super)).
+/// Signs a JWT-SVID. The header is exactly `{"alg":..,"kid":..,"typ":"JWT"}`; `aud` is a
+/// string for one audience and an array for several (see the [module documentation](super)).
 pub fn mint<S: JwtSigner + ?Sized>(signer: &S, params: JwtSvidParams) -> Result<JwtSvid, JwtError> {
     let key_id = signer.key_id();
     if key_id.is_empty() {
@@ -194,10 +194,11 @@ pub fn mint<S: JwtSigner + ?Sized>(signer: &S, params: JwtSvidParams) -> Result<
     let algorithm = signer.algorithm();
 
     let mut claims = params.extra_claims;
-    claims.insert(
-        "aud".into(),
-        Value::Array(params.audience.iter().cloned().map(Value::String).collect()),
-    );
+    let aud = match params.audience.as_slice() {
+        [one] => Value::String(one.clone()),
+        many => Value::Array(many.iter().cloned().map(Value::String).collect()),
+    };
+    claims.insert("aud".into(), aud);
     claims.insert("exp".into(), exp.into());
     claims.insert("iat".into(), iat.into());
     if let Some(issuer) = params.issuer {
@@ -678,6 +679,26 @@ mod tests {
     }
 
     #[test]
+    fn several_audiences_are_written_as_an_array() {
+        let signer = signer();
+        let params = JwtSvidParams::new(
+            "spiffe://example.org/web".parse().unwrap(),
+            ["aud-1", "aud-2"],
+            at(NOW),
+            at(NOW + 300),
+        );
+        let svid = mint(&signer, params).unwrap();
+        assert_eq!(
+            decode_part(svid.token(), 1)["aud"],
+            serde_json::json!(["aud-1", "aud-2"])
+        );
+        let parsed =
+            JwtSvid::parse_and_validate(svid.token(), &bundles(&signer), &["aud-2"], at(NOW))
+                .unwrap();
+        assert_eq!(parsed.audience(), ["aud-1", "aud-2"]);
+    }
+
+    #[test]
     fn minted_header_is_exactly_alg_kid_typ() {
         let signer = signer();
         let svid = mint(&signer, params().with_issuer("https://issuer")).unwrap();
@@ -689,7 +710,7 @@ mod tests {
         assert_eq!(
             decode_part(svid.token(), 1),
             serde_json::json!({
-                "aud": ["aud-1"], "exp": NOW + 300, "iat": NOW,
+                "aud": "aud-1", "exp": NOW + 300, "iat": NOW,
                 "iss": "https://issuer", "sub": "spiffe://example.org/web",
             })
         );

@@ -268,11 +268,12 @@ impl FromStr for SpiffeId {
         let Some(rest) = s.strip_prefix(SCHEME_PREFIX) else {
             return Err(SpiffeIdError::WrongScheme);
         };
+        // The length first: no work in proportion to an oversized input.
+        check_length(s)?;
         let td_len = rest.find('/').unwrap_or(rest.len());
         let (td, path) = rest.split_at(td_len);
         validate_trust_domain(td)?;
         validate_path(path)?;
-        check_length(s)?;
         Ok(Self {
             full: s.into(),
             td_end: SCHEME_PREFIX.len() + td_len,
@@ -334,8 +335,11 @@ impl<'de> Deserialize<'de> for TrustDomain {
 
 fn validate_trust_domain(name: &str) -> Result<(), SpiffeIdError> {
     // Characters first, as go-spiffe does, so `spiffe://TD/` reports the character.
-    if let Some((position, found)) = name.char_indices().find(|&(_, c)| !is_trust_domain_char(c)) {
-        return Err(SpiffeIdError::BadTrustDomainChar { found, position });
+    if let Some(position) = name.bytes().position(|b| !is_trust_domain_byte(b)) {
+        return Err(SpiffeIdError::BadTrustDomainChar {
+            found: char_at(name, position),
+            position,
+        });
     }
     if name.is_empty() {
         return Err(SpiffeIdError::MissingTrustDomain);
@@ -346,30 +350,43 @@ fn validate_trust_domain(name: &str) -> Result<(), SpiffeIdError> {
     Ok(())
 }
 
-/// Checks a path that is empty or starts with `/`.
+/// Checks a path that is empty or starts with `/`, in one pass from left to right so that the
+/// first broken rule is the one reported. An empty last segment is a trailing slash; an empty
+/// one elsewhere is an empty segment.
 fn validate_path(path: &str) -> Result<(), SpiffeIdError> {
-    let Some(body) = path.strip_prefix('/') else {
-        return Ok(()); // empty: the callers have ruled out anything else
-    };
-    // Walk segment by segment, left to right, so the first broken rule is reported. An empty
-    // last segment is a trailing slash; an empty one elsewhere is an empty segment.
-    let mut offset = 1;
-    let mut segments = body.split('/').peekable();
-    while let Some(segment) = segments.next() {
-        if segment.is_empty() && segments.peek().is_none() {
-            return Err(SpiffeIdError::TrailingSlash);
+    let bytes = path.as_bytes();
+    if bytes.is_empty() {
+        return Ok(()); // the callers have ruled out a path without a leading slash
+    }
+    let mut segment_start = 1;
+    for position in 1..=bytes.len() {
+        match bytes.get(position) {
+            Some(b'/') | None => {
+                let segment = &bytes[segment_start..position];
+                match segment {
+                    [] if position == bytes.len() => return Err(SpiffeIdError::TrailingSlash),
+                    [] => return Err(SpiffeIdError::EmptySegment),
+                    b"." | b".." => return Err(SpiffeIdError::DotSegment),
+                    _ => segment_start = position + 1,
+                }
+            }
+            Some(&b) if !is_path_byte(b) => {
+                return Err(SpiffeIdError::BadPathChar {
+                    found: char_at(path, position),
+                    position,
+                });
+            }
+            Some(_) => {}
         }
-        validate_segment(segment, offset)?;
-        offset += segment.len() + 1;
     }
     Ok(())
 }
 
-/// Checks one path segment that starts at byte `offset` of the path.
+/// Checks one path segment given to a builder, which starts at byte `offset` of the path.
 fn validate_segment(segment: &str, offset: usize) -> Result<(), SpiffeIdError> {
-    if let Some((position, found)) = segment.char_indices().find(|&(_, c)| !is_path_char(c)) {
+    if let Some(position) = segment.bytes().position(|b| !is_path_byte(b)) {
         return Err(SpiffeIdError::BadPathChar {
-            found,
+            found: char_at(segment, position),
             position: offset + position,
         });
     }
@@ -380,6 +397,15 @@ fn validate_segment(segment: &str, offset: usize) -> Result<(), SpiffeIdError> {
     }
 }
 
+/// The character at a byte position found by a byte scan. Every byte before it was ASCII, so
+/// the position is a character boundary.
+fn char_at(s: &str, position: usize) -> char {
+    s[position..]
+        .chars()
+        .next()
+        .unwrap_or(char::REPLACEMENT_CHARACTER)
+}
+
 fn check_length(full: &str) -> Result<(), SpiffeIdError> {
     if full.len() > MAX_ID_LENGTH {
         return Err(SpiffeIdError::TooLong { length: full.len() });
@@ -387,12 +413,12 @@ fn check_length(full: &str) -> Result<(), SpiffeIdError> {
     Ok(())
 }
 
-fn is_trust_domain_char(c: char) -> bool {
-    matches!(c, 'a'..='z' | '0'..='9' | '.' | '-' | '_')
+fn is_trust_domain_byte(b: u8) -> bool {
+    matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_')
 }
 
-fn is_path_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')
+fn is_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')
 }
 
 #[cfg(test)]

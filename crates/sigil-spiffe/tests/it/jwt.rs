@@ -753,21 +753,6 @@ fn mint_refuses_signers_that_return_der_ecdsa() {
 
 // ---- cross-checks with independent implementations ----
 
-/// Our public key as a JWK with the given kid.
-fn jwk(kid: &str, key: &PublicKey) -> Value {
-    match key {
-        PublicKey::Ec { curve, point } => {
-            let n = curve.coordinate_len();
-            json!({
-                "kty": "EC", "kid": kid, "crv": curve.jwk_name(),
-                "x": b64(&point[1..=n]), "y": b64(&point[n + 1..]),
-            })
-        }
-        PublicKey::Rsa { n, e } => json!({"kty": "RSA", "kid": kid, "n": b64(n), "e": b64(e)}),
-        PublicKey::Ed25519(_) => unreachable!("not a jwt-svid key"),
-    }
-}
-
 fn real_now() -> SystemTime {
     SystemTime::now()
 }
@@ -800,11 +785,8 @@ fn the_spiffe_crate_validates_our_tokens() {
         Algorithm::Ps384,
         Algorithm::Ps512,
     ];
-    let keys: Vec<Value> = [Algorithm::Es256, Algorithm::Es384, Algorithm::Rs256]
-        .into_iter()
-        .map(|alg| jwk(kid_for(alg), &key_for(alg).public_key()))
-        .collect();
-    let jwks = json!({ "keys": keys }).to_string();
+    // The JWKS is our own writer's output (the FetchJWTBundles form).
+    let jwks = bundles().require(TD).unwrap().jwt().to_jwks();
     let mut set = spiffe::JwtBundleSet::new();
     set.add_bundle(spiffe::JwtBundle::from_jwt_authorities(td, jwks.as_bytes()).unwrap());
     for alg in algs {
@@ -835,19 +817,15 @@ fn the_spiffe_crate_validates_our_tokens() {
     assert!(spiffe::JwtSvid::parse_and_validate(forged.token(), &set, &["audience"]).is_err());
 }
 
-fn decoding_key(key: &PublicKey) -> jsonwebtoken::DecodingKey {
-    let jwk = jwk("k", key);
-    match key {
-        PublicKey::Ec { .. } => jsonwebtoken::DecodingKey::from_ec_components(
-            jwk["x"].as_str().unwrap(),
-            jwk["y"].as_str().unwrap(),
-        ),
-        _ => jsonwebtoken::DecodingKey::from_rsa_components(
-            jwk["n"].as_str().unwrap(),
-            jwk["e"].as_str().unwrap(),
-        ),
-    }
-    .unwrap()
+/// jsonwebtoken's key for `kid`, read by jsonwebtoken from the SPIFFE bundle document that
+/// our writer produces (x509-svid and jwt-svid entries side by side).
+fn decoding_key(bundles: &BundleSet, kid: &str) -> jsonwebtoken::DecodingKey {
+    let document = bundles.require(TD).unwrap().to_document().unwrap();
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&document).unwrap();
+    let jwk = set
+        .find(kid)
+        .unwrap_or_else(|| panic!("no {kid} in {document}"));
+    jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap()
 }
 
 fn jsonwebtoken_alg(alg: Algorithm) -> Option<jsonwebtoken::Algorithm> {
@@ -865,7 +843,7 @@ fn jsonwebtoken_validates_our_tokens() {
             continue;
         };
         let ours = mint_now(alg, &["audience", "second"]);
-        let key = decoding_key(&key_for(alg).public_key());
+        let key = decoding_key(&bundles(), kid_for(alg));
         let mut validation = jsonwebtoken::Validation::new(their_alg);
         validation.set_audience(&["second"]);
         validation.set_required_spec_claims(&["exp", "aud", "sub"]);
@@ -876,8 +854,12 @@ fn jsonwebtoken_validates_our_tokens() {
         assert_eq!(data.header.typ.as_deref(), Some("JWT"));
         validation.set_audience(&["other"]);
         assert!(jsonwebtoken::decode::<Value>(ours.token(), &key, &validation).is_err());
-        let other = decoding_key(&P256_OTHER.public_key());
         if alg == Algorithm::Es256 {
+            let mut other = Bundle::new(TD.parse().unwrap());
+            other
+                .jwt_mut()
+                .add_authority(JwtAuthority::new("k", P256_OTHER.public_key()).unwrap());
+            let other = decoding_key(&[other].into_iter().collect(), "k");
             validation.set_audience(&["second"]);
             assert!(jsonwebtoken::decode::<Value>(ours.token(), &other, &validation).is_err());
         }

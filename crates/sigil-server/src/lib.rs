@@ -1,0 +1,5 @@
+//! The Sigil server: the signing authority of one trust domain. It keeps the CA, the
+//! datastore of registration entries, attested nodes and bundles, attests agents, and serves
+//! the agent API (mTLS gRPC) and the admin API (a local Unix socket).
+//!
+//! The `sigil` binary is a thin layer over this crate.

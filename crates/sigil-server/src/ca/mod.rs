@@ -1,0 +1,6 @@
+//! The certificate authority of the trust domain: its keys (through a [`KeyManager`]), and
+//! later the X.509 CA and JWT key slots and their rotation journal.
+
+pub mod key_manager;
+
+pub use key_manager::{DiskKeyManager, KeyId, KeyManager, KeyManagerError, MemoryKeyManager};

@@ -1,0 +1,6 @@
+//! The integration tests of sigil-server: one binary, one module per topic.
+
+// Test helpers outside `#[test]` functions unwrap too; a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
+mod ca;

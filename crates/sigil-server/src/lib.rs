@@ -5,3 +5,4 @@
 //! The `sigil` binary is a thin layer over this crate.
 
 pub mod ca;
+pub mod index;

@@ -109,7 +109,10 @@ fn the_whole_rotation_cycle_under_a_forced_clock() {
     assert_eq!(ca.sequence(), 1);
     let first_ca = ca.active_x509().unwrap().certificate().clone();
     let first_kid = mint_and_validate(&ca, t0());
-    assert_eq!(ca.bundle().x509().authorities(), std::slice::from_ref(&first_ca));
+    assert_eq!(
+        ca.bundle().x509().authorities(),
+        std::slice::from_ref(&first_ca)
+    );
 
     // Before half-life: nothing happens, the bundle does not change.
     assert!(ca.rotate(t0() + 2 * HOUR + 50 * MINUTE).unwrap().is_empty());

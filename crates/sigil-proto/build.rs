@@ -5,7 +5,14 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = [proto_dir.join("workload.proto")];
+    let files = [
+        proto_dir.join("workload.proto"),
+        proto_dir.join("sigil/server/v1/types.proto"),
+        proto_dir.join("sigil/server/v1/agent.proto"),
+        proto_dir.join("sigil/server/v1/entry.proto"),
+        proto_dir.join("sigil/server/v1/svid.proto"),
+        proto_dir.join("sigil/server/v1/bundle.proto"),
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

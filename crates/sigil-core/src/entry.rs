@@ -82,6 +82,12 @@ pub enum EntryError {
 pub struct EntryId(String);
 
 impl EntryId {
+    /// A stand-in for an entry that has no ID yet (a create request); the server replaces it
+    /// before the entry is stored.
+    pub fn placeholder() -> Self {
+        Self("unassigned".to_owned())
+    }
+
     /// The ID as text.
     pub fn as_str(&self) -> &str {
         &self.0

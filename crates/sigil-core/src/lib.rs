@@ -10,6 +10,7 @@ pub mod duration;
 pub mod entry;
 pub mod node;
 pub mod selector;
+pub mod wire;
 
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use entry::{EntryError, EntryId, RegistrationEntry};

@@ -55,10 +55,12 @@ impl DataStore {
 
     /// The bundle of a trust domain, if stored.
     pub async fn bundle(&self, trust_domain: &TrustDomain) -> Result<Option<Bundle>> {
-        let row = sqlx::query(self.sql("SELECT trust_domain, document FROM bundles WHERE trust_domain = ?"))
-            .bind(trust_domain.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            self.sql("SELECT trust_domain, document FROM bundles WHERE trust_domain = ?"),
+        )
+        .bind(trust_domain.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(bundle_from_row).transpose()
     }
 

@@ -13,7 +13,9 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::node::selector_from_row;
-use super::{DataStore, DataStoreError, EventKind, Result, flag, get_flag, placeholders, sha256_hex};
+use super::{
+    DataStore, DataStoreError, EventKind, Result, flag, get_flag, placeholders, sha256_hex,
+};
 
 /// The most entries one page returns, whatever the caller asks.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -139,7 +141,11 @@ impl DataStore {
         after: Option<&EntryId>,
         limit: u32,
     ) -> Result<EntryPage> {
-        let limit = if limit == 0 { MAX_PAGE_SIZE } else { limit.min(MAX_PAGE_SIZE) };
+        let limit = if limit == 0 {
+            MAX_PAGE_SIZE
+        } else {
+            limit.min(MAX_PAGE_SIZE)
+        };
         let mut query = format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE 1 = 1");
         let mut binds: Vec<String> = Vec::new();
         if let Some(id) = &filter.spiffe_id {
@@ -292,10 +298,10 @@ impl DataStore {
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await;
-            if let Ok(Some(row)) = row {
-                if let Ok(existing) = row.try_get::<String, _>("id") {
-                    return DataStoreError::DuplicateEntry { existing };
-                }
+            if let Ok(Some(row)) = row
+                && let Ok(existing) = row.try_get::<String, _>("id")
+            {
+                return DataStoreError::DuplicateEntry { existing };
             }
         }
         error.into()
@@ -318,9 +324,9 @@ impl DataStore {
             .await?;
         }
         for (position, name) in entry.dns_names.iter().enumerate() {
-            sqlx::query(self.sql(
-                "INSERT INTO entry_dns_names (entry_id, position, name) VALUES (?, ?, ?)",
-            ))
+            sqlx::query(
+                self.sql("INSERT INTO entry_dns_names (entry_id, position, name) VALUES (?, ?, ?)"),
+            )
             .bind(id)
             .bind(position as i64)
             .bind(name.as_str())
@@ -341,7 +347,11 @@ impl DataStore {
         Ok(())
     }
 
-    async fn delete_children(&self, tx: &mut Transaction<'static, Any>, id: &EntryId) -> Result<()> {
+    async fn delete_children(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &EntryId,
+    ) -> Result<()> {
         for table in ["entry_selectors", "entry_dns_names", "entry_federates_with"] {
             let query = format!("DELETE FROM {table} WHERE entry_id = ?");
             sqlx::query(self.sql(&query))
@@ -354,7 +364,10 @@ impl DataStore {
 
     /// Entries from their rows plus their child rows, fetched by ID in chunks.
     async fn assemble(&self, rows: Vec<AnyRow>) -> Result<Vec<RegistrationEntry>> {
-        let mut entries = rows.iter().map(entry_from_row).collect::<Result<Vec<_>>>()?;
+        let mut entries = rows
+            .iter()
+            .map(entry_from_row)
+            .collect::<Result<Vec<_>>>()?;
         let ids: Vec<String> = entries.iter().map(|e| e.id.as_str().to_owned()).collect();
         let mut children = Children::default();
         for chunk in ids.chunks(500) {
@@ -369,7 +382,10 @@ impl DataStore {
 
     /// Like `assemble`, reading every child row at once (no `IN` lists).
     async fn assemble_all(&self, rows: Vec<AnyRow>) -> Result<Vec<RegistrationEntry>> {
-        let mut entries = rows.iter().map(entry_from_row).collect::<Result<Vec<_>>>()?;
+        let mut entries = rows
+            .iter()
+            .map(entry_from_row)
+            .collect::<Result<Vec<_>>>()?;
         let mut children = Children::default();
         children.load(self, "", &[]).await?;
         children.attach(&mut entries)?;
@@ -400,7 +416,11 @@ impl Children {
         }
         for (table, column, map) in [
             ("entry_dns_names", "name", &mut self.dns_names),
-            ("entry_federates_with", "trust_domain", &mut self.federates_with),
+            (
+                "entry_federates_with",
+                "trust_domain",
+                &mut self.federates_with,
+            ),
         ] {
             let query = format!("SELECT entry_id, position, {column} FROM {table} {clause}");
             let sql = store.sql(&query);
@@ -480,13 +500,19 @@ fn entry_from_row(row: &AnyRow) -> Result<RegistrationEntry> {
             .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))))
     };
     Ok(RegistrationEntry {
-        id: id.parse().map_err(|e: sigil_core::EntryError| corrupt("entries.id", e.to_string()))?,
+        id: id
+            .parse()
+            .map_err(|e: sigil_core::EntryError| corrupt("entries.id", e.to_string()))?,
         spiffe_id: spiffe_id
             .parse()
-            .map_err(|e: sigil_spiffe::SpiffeIdError| corrupt("entries.spiffe_id", e.to_string()))?,
+            .map_err(|e: sigil_spiffe::SpiffeIdError| {
+                corrupt("entries.spiffe_id", e.to_string())
+            })?,
         parent_id: parent_id
             .parse()
-            .map_err(|e: sigil_spiffe::SpiffeIdError| corrupt("entries.parent_id", e.to_string()))?,
+            .map_err(|e: sigil_spiffe::SpiffeIdError| {
+                corrupt("entries.parent_id", e.to_string())
+            })?,
         selectors: SelectorSet::new(),
         x509_svid_ttl: ttl("x509_svid_ttl")?,
         jwt_svid_ttl: ttl("jwt_svid_ttl")?,

@@ -172,10 +172,7 @@ impl DataStore {
                     if !in_memory {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                     }
-                    let busy = format!(
-                        "PRAGMA busy_timeout = {}",
-                        SQLITE_BUSY_TIMEOUT.as_millis()
-                    );
+                    let busy = format!("PRAGMA busy_timeout = {}", SQLITE_BUSY_TIMEOUT.as_millis());
                     conn.execute(AssertSqlSafe(busy)).await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
                     Ok(())
@@ -236,9 +233,11 @@ impl DataStore {
         .await?
         .rows_affected();
         if updated == 0 {
-            sqlx::query(self.sql(
-                "INSERT INTO ca_journals (server_id, journal, updated_at) VALUES (?, ?, ?)",
-            ))
+            sqlx::query(
+                self.sql(
+                    "INSERT INTO ca_journals (server_id, journal, updated_at) VALUES (?, ?, ?)",
+                ),
+            )
             .bind(server_id)
             .bind(journal.to_vec())
             .bind(now)
@@ -306,17 +305,15 @@ fn unix_now() -> i64 {
 /// Lowercase hex SHA-256 of `data`.
 fn sha256_hex(data: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    digest
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The URL without its password, for error messages.
 fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(start), Some(at)) if at > start => format!("{}://***@{}", &url[..start], &url[at + 1..]),
+        (Some(start), Some(at)) if at > start => {
+            format!("{}://***@{}", &url[..start], &url[at + 1..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -328,12 +325,18 @@ mod tests {
     #[test]
     fn backends_by_url() {
         assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
-        assert_eq!(Backend::from_url("sqlite::memory:").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::from_url("sqlite::memory:").unwrap(),
+            Backend::Sqlite
+        );
         assert_eq!(
             Backend::from_url("postgresql://u@h/db").unwrap(),
             Backend::Postgres
         );
-        assert_eq!(Backend::from_url("mysql://root@h/db").unwrap(), Backend::Mysql);
+        assert_eq!(
+            Backend::from_url("mysql://root@h/db").unwrap(),
+            Backend::Mysql
+        );
         let err = Backend::from_url("redis://user:pw@host").unwrap_err();
         assert!(!err.to_string().contains("pw"), "{err}");
     }

@@ -76,7 +76,8 @@ impl DataStore {
         .await?;
         self.insert_node_selectors(&mut tx, key, &node.selectors)
             .await?;
-        self.record_event(&mut tx, EventKind::NodeCreated, key).await?;
+        self.record_event(&mut tx, EventKind::NodeCreated, key)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -123,10 +124,17 @@ impl DataStore {
         let rows = q.fetch_all(&self.pool).await?;
         let mut nodes = rows.iter().map(node_from_row).collect::<Result<Vec<_>>>()?;
         let mut selectors = self
-            .selectors_of(nodes.iter().map(|n| n.spiffe_id.as_str().to_owned()).collect())
+            .selectors_of(
+                nodes
+                    .iter()
+                    .map(|n| n.spiffe_id.as_str().to_owned())
+                    .collect(),
+            )
             .await?;
         for node in &mut nodes {
-            node.selectors = selectors.remove(node.spiffe_id.as_str()).unwrap_or_default();
+            node.selectors = selectors
+                .remove(node.spiffe_id.as_str())
+                .unwrap_or_default();
         }
         Ok(nodes)
     }
@@ -176,14 +184,13 @@ impl DataStore {
     ) -> Result<()> {
         let key = spiffe_id.as_str();
         let mut tx = self.begin().await?;
-        let updated = sqlx::query(
-            self.sql("UPDATE attested_nodes SET updated_at = ? WHERE spiffe_id = ?"),
-        )
-        .bind(self.now())
-        .bind(key)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let updated =
+            sqlx::query(self.sql("UPDATE attested_nodes SET updated_at = ? WHERE spiffe_id = ?"))
+                .bind(self.now())
+                .bind(key)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         if updated == 0 {
             return Err(node_not_found(spiffe_id));
         }
@@ -225,7 +232,8 @@ impl DataStore {
         if deleted == 0 {
             return Err(node_not_found(spiffe_id));
         }
-        self.record_event(&mut tx, EventKind::NodeDeleted, key).await?;
+        self.record_event(&mut tx, EventKind::NodeDeleted, key)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -290,7 +298,9 @@ impl DataStore {
             }
             for row in q.fetch_all(&self.pool).await? {
                 let key: String = row.try_get("spiffe_id")?;
-                out.entry(key).or_default().insert(selector_from_row(&row, "node_selectors")?);
+                out.entry(key)
+                    .or_default()
+                    .insert(selector_from_row(&row, "node_selectors")?);
             }
         }
         Ok(out)

@@ -46,9 +46,7 @@ pub(super) async fn migrate(store: &DataStore) -> Result<()> {
             sqlx::query(AssertSqlSafe(statement.to_owned()))
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| {
-                    DataStoreError::Backend(format!("migration {version} failed: {e}"))
-                })?;
+                .map_err(|e| DataStoreError::Backend(format!("migration {version} failed: {e}")))?;
         }
         sqlx::query(store.sql("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)"))
             .bind(version)
@@ -79,7 +77,11 @@ fn statements(script: &str) -> impl Iterator<Item = &str> {
                 .take_while(|l| l.trim_start().starts_with("--") || l.trim().is_empty())
                 .map(|l| l.len() + 1)
                 .sum::<usize>();
-            chunk.get(start.min(chunk.len())..).unwrap_or("").trim().trim_end_matches(';')
+            chunk
+                .get(start.min(chunk.len())..)
+                .unwrap_or("")
+                .trim()
+                .trim_end_matches(';')
         })
         .filter(|s| !s.is_empty())
 }
@@ -91,7 +93,11 @@ mod tests {
     #[test]
     fn every_dialect_has_the_same_tables() {
         for (sqlite, postgres, mysql) in MIGRATIONS {
-            let count = |s: &str| statements(s).filter(|s| s.starts_with("CREATE TABLE")).count();
+            let count = |s: &str| {
+                statements(s)
+                    .filter(|s| s.starts_with("CREATE TABLE"))
+                    .count()
+            };
             assert_eq!(count(sqlite), count(postgres));
             assert_eq!(count(sqlite), count(mysql));
             assert!(statements(sqlite).all(|s| !s.starts_with("--") && !s.ends_with(';')));

@@ -13,11 +13,12 @@ impl DataStore {
     pub async fn create_join_token(&self, token: &JoinToken) -> Result<()> {
         let hash = sha256_hex(token.token.as_bytes());
         let mut tx = self.begin().await?;
-        let exists = sqlx::query(self.sql("SELECT 1 AS found FROM join_tokens WHERE token_hash = ?"))
-            .bind(&hash)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
+        let exists =
+            sqlx::query(self.sql("SELECT 1 AS found FROM join_tokens WHERE token_hash = ?"))
+                .bind(&hash)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
         if exists {
             return Err(DataStoreError::AlreadyExists {
                 kind: "join token",
@@ -47,9 +48,9 @@ impl DataStore {
             kind: "join token",
             key: "(redacted)".into(),
         };
-        let row = sqlx::query(self.sql(
-            "SELECT spiffe_id, expires_at FROM join_tokens WHERE token_hash = ?",
-        ))
+        let row = sqlx::query(
+            self.sql("SELECT spiffe_id, expires_at FROM join_tokens WHERE token_hash = ?"),
+        )
         .bind(&hash)
         .fetch_optional(&self.pool)
         .await?

@@ -72,7 +72,10 @@ where
     let dir = tempfile::tempdir().unwrap();
     let name = format!("sigil_test_{}", uuid::Uuid::new_v4().simple());
     let url = match &admin_url {
-        None => format!("sqlite://{}", dir.path().join("datastore.sqlite3").display()),
+        None => format!(
+            "sqlite://{}",
+            dir.path().join("datastore.sqlite3").display()
+        ),
         Some(admin) => {
             admin_exec(admin, &format!("CREATE DATABASE {name}")).await;
             with_database(admin, &name)
@@ -101,7 +104,9 @@ where
 
 /// The admin URL with its database name replaced.
 fn with_database(admin: &str, name: &str) -> String {
-    let (base, query) = admin.split_once('?').map_or((admin, None), |(b, q)| (b, Some(q)));
+    let (base, query) = admin
+        .split_once('?')
+        .map_or((admin, None), |(b, q)| (b, Some(q)));
     let (server, _) = base.rsplit_once('/').unwrap();
     match query {
         Some(q) => format!("{server}/{name}?{q}"),
@@ -157,6 +162,7 @@ suite!(
     node_not_found,
     entries_round_trip_every_field,
     duplicate_entries_are_refused_and_change_nothing,
+    duplicate_entries_refused_under_concurrency,
     update_bumps_revision_and_refuses_duplicates,
     entry_not_found,
     entry_filters,
@@ -244,7 +250,10 @@ async fn bundles_round_trip_through_the_document(ctx: Ctx) {
     bundle.set_sequence(Some(7));
     bundle.set_refresh_hint(Some(Duration::from_secs(300)));
     s.set_bundle(&bundle).await.unwrap();
-    assert_eq!(s.bundle(&td("example.org")).await.unwrap(), Some(bundle.clone()));
+    assert_eq!(
+        s.bundle(&td("example.org")).await.unwrap(),
+        Some(bundle.clone())
+    );
 
     let federated = Bundle::new(td("b.test"));
     s.set_bundle(&federated).await.unwrap();
@@ -262,7 +271,11 @@ async fn bundles_round_trip_through_the_document(ctx: Ctx) {
 }
 
 async fn bundle_not_found(ctx: Ctx) {
-    let err = ctx.store.delete_bundle(&td("nowhere.test")).await.unwrap_err();
+    let err = ctx
+        .store
+        .delete_bundle(&td("nowhere.test"))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, DataStoreError::NotFound { kind: "bundle", key } if key == "nowhere.test"),
         "{err}"
@@ -277,24 +290,39 @@ async fn nodes_create_get_list_update(ctx: Ctx) {
     s.create_node(&n1).await.unwrap();
     assert_eq!(s.node(&n1.spiffe_id).await.unwrap(), Some(n1.clone()));
     let err = s.create_node(&n1).await.unwrap_err();
-    assert!(matches!(err, DataStoreError::AlreadyExists { kind: "node", .. }), "{err}");
+    assert!(
+        matches!(err, DataStoreError::AlreadyExists { kind: "node", .. }),
+        "{err}"
+    );
 
     let mut n2 = node("spiffe://example.org/sigil/agent/x509pop/n2", "x509pop");
     n2.selectors = SelectorSet::new();
     n2.can_reattest = true;
     s.create_node(&n2).await.unwrap();
 
-    assert_eq!(s.list_nodes(&NodeFilter::all()).await.unwrap(), vec![n1.clone(), n2.clone()]);
     assert_eq!(
-        s.list_nodes(&NodeFilter::all().attestation_type("x509pop")).await.unwrap(),
+        s.list_nodes(&NodeFilter::all()).await.unwrap(),
+        vec![n1.clone(), n2.clone()]
+    );
+    assert_eq!(
+        s.list_nodes(&NodeFilter::all().attestation_type("x509pop"))
+            .await
+            .unwrap(),
         vec![n2.clone()]
     );
 
-    s.update_node_certificate(&n1.spiffe_id, "ffee", T0 + 7200).await.unwrap();
+    s.update_node_certificate(&n1.spiffe_id, "ffee", T0 + 7200)
+        .await
+        .unwrap();
     let got = s.node(&n1.spiffe_id).await.unwrap().unwrap();
-    assert_eq!((got.cert_serial.as_str(), got.cert_not_after), ("ffee", T0 + 7200));
     assert_eq!(
-        s.list_nodes(&NodeFilter::all().expires_before(T0 + 7000)).await.unwrap(),
+        (got.cert_serial.as_str(), got.cert_not_after),
+        ("ffee", T0 + 7200)
+    );
+    assert_eq!(
+        s.list_nodes(&NodeFilter::all().expires_before(T0 + 7000))
+            .await
+            .unwrap(),
         vec![n2.clone()]
     );
 
@@ -302,13 +330,19 @@ async fn nodes_create_get_list_update(ctx: Ctx) {
     s.set_node_selectors(&n1.spiffe_id, &new).await.unwrap();
     assert_eq!(s.node_selectors(&n1.spiffe_id).await.unwrap(), new);
     assert_eq!(s.node(&n1.spiffe_id).await.unwrap().unwrap().selectors, new);
-    assert_eq!(s.node_selectors(&n2.spiffe_id).await.unwrap(), SelectorSet::new());
+    assert_eq!(
+        s.node_selectors(&n2.spiffe_id).await.unwrap(),
+        SelectorSet::new()
+    );
 }
 
 async fn nodes_ban_and_delete(ctx: Ctx) {
     let s = &ctx.store;
     let n1 = node(AGENT, "join_token");
-    let n2 = node("spiffe://example.org/sigil/agent/join_token/n2", "join_token");
+    let n2 = node(
+        "spiffe://example.org/sigil/agent/join_token/n2",
+        "join_token",
+    );
     s.create_node(&n1).await.unwrap();
     s.create_node(&n2).await.unwrap();
     s.set_node_banned(&n1.spiffe_id, true).await.unwrap();
@@ -316,8 +350,14 @@ async fn nodes_ban_and_delete(ctx: Ctx) {
     s.set_node_banned(&n1.spiffe_id, true).await.unwrap();
     assert!(s.node(&n1.spiffe_id).await.unwrap().unwrap().banned);
     let banned = s.list_nodes(&NodeFilter::all().banned(true)).await.unwrap();
-    assert_eq!(banned.iter().map(|n| &n.spiffe_id).collect::<Vec<_>>(), [&n1.spiffe_id]);
-    let fine = s.list_nodes(&NodeFilter::all().banned(false)).await.unwrap();
+    assert_eq!(
+        banned.iter().map(|n| &n.spiffe_id).collect::<Vec<_>>(),
+        [&n1.spiffe_id]
+    );
+    let fine = s
+        .list_nodes(&NodeFilter::all().banned(false))
+        .await
+        .unwrap();
     assert_eq!(fine, vec![n2.clone()]);
     s.set_node_banned(&n1.spiffe_id, false).await.unwrap();
     assert!(!s.node(&n1.spiffe_id).await.unwrap().unwrap().banned);
@@ -337,9 +377,13 @@ async fn node_not_found(ctx: Ctx) {
     let missing = id("spiffe://example.org/sigil/agent/join_token/missing");
     assert_eq!(s.node(&missing).await.unwrap(), None);
     let errors = [
-        s.update_node_certificate(&missing, "01", T0).await.unwrap_err(),
+        s.update_node_certificate(&missing, "01", T0)
+            .await
+            .unwrap_err(),
         s.set_node_banned(&missing, true).await.unwrap_err(),
-        s.set_node_selectors(&missing, &selectors(&["a:b"])).await.unwrap_err(),
+        s.set_node_selectors(&missing, &selectors(&["a:b"]))
+            .await
+            .unwrap_err(),
         s.node_selectors(&missing).await.unwrap_err(),
         s.delete_node(&missing).await.unwrap_err(),
     ];
@@ -389,18 +433,31 @@ async fn entries_round_trip_every_field(ctx: Ctx) {
     assert_eq!(s.all_entries().await.unwrap(), all);
 
     let err = s.create_entry(&full_entry()).await.unwrap_err();
-    assert!(matches!(err, DataStoreError::AlreadyExists { kind: "entry", .. }), "{err}");
+    assert!(
+        matches!(err, DataStoreError::AlreadyExists { kind: "entry", .. }),
+        "{err}"
+    );
 }
 
 async fn duplicate_entries_are_refused_and_change_nothing(ctx: Ctx) {
     let s = &ctx.store;
-    let first = entry("e1", "spiffe://example.org/web", AGENT, &["unix:uid:1", "unix:gid:2"]);
+    let first = entry(
+        "e1",
+        "spiffe://example.org/web",
+        AGENT,
+        &["unix:uid:1", "unix:gid:2"],
+    );
     s.create_entry(&first).await.unwrap();
     let before_events = s.latest_event_id().await.unwrap();
     let before = s.all_entries().await.unwrap();
 
     // Same registration, other ID, other fields, selectors in another order.
-    let mut dup = entry("e2", "spiffe://example.org/web", AGENT, &["unix:gid:2", "unix:uid:1"]);
+    let mut dup = entry(
+        "e2",
+        "spiffe://example.org/web",
+        AGENT,
+        &["unix:gid:2", "unix:uid:1"],
+    );
     dup.admin = true;
     dup.dns_names = vec!["x.example.org".into()];
     let err = s.create_entry(&dup).await.unwrap_err();
@@ -413,7 +470,14 @@ async fn duplicate_entries_are_refused_and_change_nothing(ctx: Ctx) {
     assert_eq!(s.latest_event_id().await.unwrap(), before_events);
 
     // A subset or superset of the selectors is another registration.
-    s.create_entry(&entry("e3", "spiffe://example.org/web", AGENT, &["unix:uid:1"])).await.unwrap();
+    s.create_entry(&entry(
+        "e3",
+        "spiffe://example.org/web",
+        AGENT,
+        &["unix:uid:1"],
+    ))
+    .await
+    .unwrap();
     s.create_entry(&entry(
         "e4",
         "spiffe://example.org/web",
@@ -423,13 +487,70 @@ async fn duplicate_entries_are_refused_and_change_nothing(ctx: Ctx) {
     .await
     .unwrap();
     // Selector values are compared exactly (case matters).
-    s.create_entry(&entry("e5", "spiffe://example.org/web", AGENT, &["unix:uid:1", "unix:GID:2".to_lowercase().as_str(), "k8s:ns:A"]))
-        .await
-        .unwrap();
-    s.create_entry(&entry("e6", "spiffe://example.org/web", AGENT, &["unix:uid:1", "unix:gid:2", "k8s:ns:a"]))
-        .await
-        .unwrap();
+    s.create_entry(&entry(
+        "e5",
+        "spiffe://example.org/web",
+        AGENT,
+        &[
+            "unix:uid:1",
+            "unix:GID:2".to_lowercase().as_str(),
+            "k8s:ns:A",
+        ],
+    ))
+    .await
+    .unwrap();
+    s.create_entry(&entry(
+        "e6",
+        "spiffe://example.org/web",
+        AGENT,
+        &["unix:uid:1", "unix:gid:2", "k8s:ns:a"],
+    ))
+    .await
+    .unwrap();
     assert_eq!(s.all_entries().await.unwrap().len(), 5);
+}
+
+async fn duplicate_entries_refused_under_concurrency(ctx: Ctx) {
+    // Two writers racing with the same registration: the check in each transaction may pass
+    // for both, and the unique index must then turn the loser into DuplicateEntry.
+    for round in 0..5 {
+        let spiffe_id = format!("spiffe://example.org/race{round}");
+        let tasks: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|side| {
+                let store = ctx.store.clone();
+                let e = entry(
+                    &format!("{side}{round}"),
+                    &spiffe_id,
+                    AGENT,
+                    &["unix:uid:1"],
+                );
+                tokio::spawn(async move { (e.id.to_string(), store.create_entry(&e).await) })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut losers = Vec::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                (id, Ok(_)) => winners.push(id),
+                (_, Err(DataStoreError::DuplicateEntry { existing })) => losers.push(existing),
+                (_, Err(other)) => panic!("unexpected error: {other}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}");
+        assert_eq!(losers, winners, "the loser names the winner");
+        let filter = EntryFilter::all().spiffe_id(id(&spiffe_id));
+        assert_eq!(s_len(&ctx.store, &filter).await, 1);
+    }
+}
+
+async fn s_len(store: &DataStore, filter: &EntryFilter) -> usize {
+    store
+        .list_entries(filter, None, 0)
+        .await
+        .unwrap()
+        .entries
+        .len()
 }
 
 async fn update_bumps_revision_and_refuses_duplicates(ctx: Ctx) {
@@ -456,7 +577,14 @@ async fn update_bumps_revision_and_refuses_duplicates(ctx: Ctx) {
     smaller.selectors = selectors(&["unix:uid:1000"]);
     s.update_entry(&smaller).await.unwrap();
     let got = s.entry(&a.id).await.unwrap().unwrap();
-    assert_eq!((got.dns_names.len(), got.federates_with.len(), got.selectors.len()), (0, 1, 1));
+    assert_eq!(
+        (
+            got.dns_names.len(),
+            got.federates_with.len(),
+            got.selectors.len()
+        ),
+        (0, 1, 1)
+    );
 
     // Turning b into a copy of a's registration is refused, and b stays as it was.
     let before = s.entry(&b.id).await.unwrap().unwrap();
@@ -494,36 +622,90 @@ async fn entry_filters(ctx: Ctx) {
     let s = &ctx.store;
     let other_agent = "spiffe://example.org/sigil/agent/join_token/n2";
     for e in [
-        entry("1", "spiffe://example.org/web", AGENT, &["unix:uid:1", "unix:gid:1"]),
-        entry("2", "spiffe://example.org/web", other_agent, &["unix:uid:1"]),
-        entry("3", "spiffe://example.org/db", AGENT, &["unix:uid:2", "unix:gid:1"]),
-        entry("4", "spiffe://example.org/Web", AGENT, &["unix:uid:1", "unix:gid:1", "k8s:ns:x"]),
+        entry(
+            "1",
+            "spiffe://example.org/web",
+            AGENT,
+            &["unix:uid:1", "unix:gid:1"],
+        ),
+        entry(
+            "2",
+            "spiffe://example.org/web",
+            other_agent,
+            &["unix:uid:1"],
+        ),
+        entry(
+            "3",
+            "spiffe://example.org/db",
+            AGENT,
+            &["unix:uid:2", "unix:gid:1"],
+        ),
+        entry(
+            "4",
+            "spiffe://example.org/Web",
+            AGENT,
+            &["unix:uid:1", "unix:gid:1", "k8s:ns:x"],
+        ),
     ] {
         s.create_entry(&e).await.unwrap();
     }
     let ids = |page: sigil_server::datastore::EntryPage| {
-        page.entries.into_iter().map(|e| e.id.to_string()).collect::<Vec<_>>()
+        page.entries
+            .into_iter()
+            .map(|e| e.id.to_string())
+            .collect::<Vec<_>>()
     };
     let list = |f: EntryFilter| async move { ids(s.list_entries(&f, None, 0).await.unwrap()) };
     assert_eq!(list(EntryFilter::all()).await, ["1", "2", "3", "4"]);
-    assert_eq!(list(EntryFilter::all().spiffe_id(id("spiffe://example.org/web"))).await, ["1", "2"]);
-    assert_eq!(list(EntryFilter::all().parent_id(id(other_agent))).await, ["2"]);
     assert_eq!(
-        list(EntryFilter::all().spiffe_id(id("spiffe://example.org/web")).parent_id(id(AGENT))).await,
+        list(EntryFilter::all().spiffe_id(id("spiffe://example.org/web"))).await,
+        ["1", "2"]
+    );
+    assert_eq!(
+        list(EntryFilter::all().parent_id(id(other_agent))).await,
+        ["2"]
+    );
+    assert_eq!(
+        list(
+            EntryFilter::all()
+                .spiffe_id(id("spiffe://example.org/web"))
+                .parent_id(id(AGENT))
+        )
+        .await,
         ["1"]
     );
-    assert_eq!(list(EntryFilter::all().selector(sel("unix:uid:1"))).await, ["1", "2", "4"]);
     assert_eq!(
-        list(EntryFilter::all().selector(sel("unix:uid:1")).selector(sel("unix:gid:1"))).await,
+        list(EntryFilter::all().selector(sel("unix:uid:1"))).await,
+        ["1", "2", "4"]
+    );
+    assert_eq!(
+        list(
+            EntryFilter::all()
+                .selector(sel("unix:uid:1"))
+                .selector(sel("unix:gid:1"))
+        )
+        .await,
         ["1", "4"]
     );
     assert_eq!(
-        list(EntryFilter::all().selector(sel("unix:gid:1")).parent_id(id(AGENT)).selector(sel("k8s:ns:x"))).await,
+        list(
+            EntryFilter::all()
+                .selector(sel("unix:gid:1"))
+                .parent_id(id(AGENT))
+                .selector(sel("k8s:ns:x"))
+        )
+        .await,
         ["4"]
     );
-    assert_eq!(list(EntryFilter::all().selector(sel("unix:uid:3"))).await, Vec::<String>::new());
+    assert_eq!(
+        list(EntryFilter::all().selector(sel("unix:uid:3"))).await,
+        Vec::<String>::new()
+    );
     // Values compare exactly.
-    assert_eq!(list(EntryFilter::all().selector(sel("k8s:ns:X"))).await, Vec::<String>::new());
+    assert_eq!(
+        list(EntryFilter::all().selector(sel("k8s:ns:X"))).await,
+        Vec::<String>::new()
+    );
 }
 
 async fn entry_paging(ctx: Ctx) {
@@ -533,7 +715,14 @@ async fn entry_paging(ctx: Ctx) {
             &format!("e{i:02}"),
             &format!("spiffe://example.org/w{i}"),
             AGENT,
-            &["unix:uid:1", if i % 2 == 0 { "parity:even" } else { "parity:odd" }],
+            &[
+                "unix:uid:1",
+                if i % 2 == 0 {
+                    "parity:even"
+                } else {
+                    "parity:odd"
+                },
+            ],
         );
         s.create_entry(&e).await.unwrap();
     }
@@ -541,7 +730,10 @@ async fn entry_paging(ctx: Ctx) {
     let mut after: Option<EntryId> = None;
     let mut pages = 0;
     loop {
-        let page = s.list_entries(&EntryFilter::all(), after.as_ref(), 10).await.unwrap();
+        let page = s
+            .list_entries(&EntryFilter::all(), after.as_ref(), 10)
+            .await
+            .unwrap();
         pages += 1;
         assert!(page.entries.len() <= 10);
         seen.extend(page.entries.iter().map(|e| e.id.to_string()));
@@ -564,20 +756,46 @@ async fn entry_paging(ctx: Ctx) {
     assert_eq!(page.next, None);
     let page = s.list_entries(&filter, None, 5).await.unwrap();
     assert_eq!(page.next.as_ref().map(EntryId::as_str), Some("e09"));
-    let rest = s.list_entries(&filter, page.next.as_ref(), 5).await.unwrap();
+    let rest = s
+        .list_entries(&filter, page.next.as_ref(), 5)
+        .await
+        .unwrap();
     assert_eq!(rest.entries.first().map(|e| e.id.as_str()), Some("e11"));
 }
 
 async fn join_tokens_are_single_use(ctx: Ctx) {
     let s = &ctx.store;
-    s.create_join_token(&token("t0k3n", T0 + 600)).await.unwrap();
-    let err = s.create_join_token(&token("t0k3n", T0 + 600)).await.unwrap_err();
-    assert!(matches!(err, DataStoreError::AlreadyExists { kind: "join token", .. }), "{err}");
+    s.create_join_token(&token("t0k3n", T0 + 600))
+        .await
+        .unwrap();
+    let err = s
+        .create_join_token(&token("t0k3n", T0 + 600))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataStoreError::AlreadyExists {
+                kind: "join token",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(!err.to_string().contains("t0k3n"));
     let taken = s.take_join_token("t0k3n").await.unwrap();
     assert_eq!(taken, token("t0k3n", T0 + 600));
     let err = s.take_join_token("t0k3n").await.unwrap_err();
-    assert!(matches!(err, DataStoreError::NotFound { kind: "join token", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DataStoreError::NotFound {
+                kind: "join token",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(!err.to_string().contains("t0k3n"));
     assert!(matches!(
         s.take_join_token("never-issued").await.unwrap_err(),
@@ -592,7 +810,10 @@ async fn join_tokens_are_single_use(ctx: Ctx) {
 async fn join_tokens_single_use_under_concurrency(ctx: Ctx) {
     for round in 0..10 {
         let secret = format!("race-{round}");
-        ctx.store.create_join_token(&token(&secret, T0 + 600)).await.unwrap();
+        ctx.store
+            .create_join_token(&token(&secret, T0 + 600))
+            .await
+            .unwrap();
         let tasks: Vec<_> = (0..2)
             .map(|_| {
                 let store = ctx.store.clone();
@@ -615,20 +836,34 @@ async fn join_tokens_single_use_under_concurrency(ctx: Ctx) {
 async fn expired_join_tokens_are_refused_and_pruned(ctx: Ctx) {
     let s = &ctx.store;
     s.create_join_token(&token("soon", T0 + 10)).await.unwrap();
-    s.create_join_token(&token("later", T0 + 100)).await.unwrap();
+    s.create_join_token(&token("later", T0 + 100))
+        .await
+        .unwrap();
     s.create_join_token(&token("old", T0 + 5)).await.unwrap();
     ctx.set_now(T0 + 10);
     let err = s.take_join_token("soon").await.unwrap_err();
     assert!(matches!(err, DataStoreError::TokenExpired), "{err}");
     // Refused once, gone for good.
-    assert!(matches!(s.take_join_token("soon").await.unwrap_err(), DataStoreError::NotFound { .. }));
+    assert!(matches!(
+        s.take_join_token("soon").await.unwrap_err(),
+        DataStoreError::NotFound { .. }
+    ));
     assert_eq!(s.prune_join_tokens().await.unwrap(), 1); // "old"
-    assert!(matches!(s.take_join_token("old").await.unwrap_err(), DataStoreError::NotFound { .. }));
-    assert_eq!(s.take_join_token("later").await.unwrap().expires_at, T0 + 100);
+    assert!(matches!(
+        s.take_join_token("old").await.unwrap_err(),
+        DataStoreError::NotFound { .. }
+    ));
+    assert_eq!(
+        s.take_join_token("later").await.unwrap().expires_at,
+        T0 + 100
+    );
 }
 
 async fn join_tokens_are_stored_hashed(ctx: Ctx) {
-    ctx.store.create_join_token(&token("plain-secret-value", T0 + 60)).await.unwrap();
+    ctx.store
+        .create_join_token(&token("plain-secret-value", T0 + 60))
+        .await
+        .unwrap();
     ctx.store.close().await;
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(&ctx.url).await.unwrap();
@@ -638,7 +873,11 @@ async fn join_tokens_are_stored_hashed(ctx: Ctx) {
         .unwrap();
     conn.close().await.unwrap();
     let expected = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"plain-secret-value");
-    let hex: String = expected.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = expected
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(rows, vec![(hex,)]);
 }
 
@@ -650,7 +889,10 @@ async fn ca_journal_round_trip(ctx: Ctx) {
     s.set_ca_journal("server-b", b"b").await.unwrap();
     assert_eq!(s.ca_journal("server-a").await.unwrap(), Some(blob));
     s.set_ca_journal("server-a", b"\x00second").await.unwrap();
-    assert_eq!(s.ca_journal("server-a").await.unwrap(), Some(b"\x00second".to_vec()));
+    assert_eq!(
+        s.ca_journal("server-a").await.unwrap(),
+        Some(b"\x00second".to_vec())
+    );
     assert_eq!(s.ca_journal("server-b").await.unwrap(), Some(b"b".to_vec()));
 }
 
@@ -664,9 +906,13 @@ async fn events_follow_every_change_in_order(ctx: Ctx) {
     s.update_entry(&e).await.unwrap();
     s.set_bundle(&Bundle::new(td("example.org"))).await.unwrap();
     s.set_bundle(&Bundle::new(td("example.org"))).await.unwrap();
-    s.update_node_certificate(&n.spiffe_id, "02", T0 + 99).await.unwrap();
+    s.update_node_certificate(&n.spiffe_id, "02", T0 + 99)
+        .await
+        .unwrap();
     s.set_node_banned(&n.spiffe_id, true).await.unwrap();
-    s.set_node_selectors(&n.spiffe_id, &selectors(&["a:b"])).await.unwrap();
+    s.set_node_selectors(&n.spiffe_id, &selectors(&["a:b"]))
+        .await
+        .unwrap();
     s.delete_entry(&e.id).await.unwrap();
     s.delete_bundle(&td("example.org")).await.unwrap();
     s.delete_node(&n.spiffe_id).await.unwrap();
@@ -721,8 +967,12 @@ async fn schema_newer_than_the_build_is_refused(ctx: Ctx) {
     ctx.store.close().await;
     let newer = SCHEMA_VERSION + 1;
     let mut conn = sqlx::AnyConnection::connect(&ctx.url).await.unwrap();
-    let bump = format!("UPDATE schema_version SET version = {newer} WHERE version = {SCHEMA_VERSION}");
-    sqlx::query(AssertSqlSafe(bump)).execute(&mut conn).await.unwrap();
+    let bump =
+        format!("UPDATE schema_version SET version = {newer} WHERE version = {SCHEMA_VERSION}");
+    sqlx::query(AssertSqlSafe(bump))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     conn.close().await.unwrap();
     let err = ctx.reopen().await.unwrap_err();
     assert!(
@@ -730,7 +980,10 @@ async fn schema_newer_than_the_build_is_refused(ctx: Ctx) {
         "{err}"
     );
     let message = err.to_string();
-    assert!(message.contains(&newer.to_string()) && message.contains(&SCHEMA_VERSION.to_string()), "{message}");
+    assert!(
+        message.contains(&newer.to_string()) && message.contains(&SCHEMA_VERSION.to_string()),
+        "{message}"
+    );
 }
 
 async fn reopen_keeps_data(ctx: Ctx) {
@@ -748,9 +1001,15 @@ async fn reopen_keeps_data(ctx: Ctx) {
     let mut expected = e.clone();
     expected.revision = 1;
     assert_eq!(again.entry(&e.id).await.unwrap(), Some(expected));
-    assert_eq!(again.node(&id(AGENT)).await.unwrap(), Some(node(AGENT, "join_token")));
+    assert_eq!(
+        again.node(&id(AGENT)).await.unwrap(),
+        Some(node(AGENT, "join_token"))
+    );
     assert_eq!(again.list_bundles().await.unwrap().len(), 1);
-    assert_eq!(again.ca_journal("srv").await.unwrap(), Some(b"journal".to_vec()));
+    assert_eq!(
+        again.ca_journal("srv").await.unwrap(),
+        Some(b"journal".to_vec())
+    );
     assert_eq!(again.events_after(0, 100).await.unwrap(), events);
     assert!(again.take_join_token("kept").await.is_ok());
     again.close().await;
@@ -762,14 +1021,19 @@ async fn sqlite_in_memory() {
     let store = DataStore::open("sqlite::memory:").await.unwrap();
     let e = entry("m1", "spiffe://example.org/web", AGENT, &["unix:uid:1"]);
     store.create_entry(&e).await.unwrap();
-    assert_eq!(store.entry(&e.id).await.unwrap().map(|e| e.revision), Some(1));
+    assert_eq!(
+        store.entry(&e.id).await.unwrap().map(|e| e.revision),
+        Some(1)
+    );
     assert_eq!(store.events_after(0, 10).await.unwrap().len(), 1);
     assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
 }
 
 #[tokio::test]
 async fn unsupported_urls_are_refused() {
-    let err = DataStore::open("redis://user:secret@host/0").await.unwrap_err();
+    let err = DataStore::open("redis://user:secret@host/0")
+        .await
+        .unwrap_err();
     assert!(matches!(err, DataStoreError::UnsupportedUrl(_)), "{err}");
     assert!(!err.to_string().contains("secret"), "{err}");
 }

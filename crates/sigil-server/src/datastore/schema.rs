@@ -15,8 +15,53 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[(
     include_str!("../../migrations/mysql/0001_initial.sql"),
 )];
 
-/// Brings the schema up to [`SCHEMA_VERSION`], or refuses a newer one.
+/// Brings the schema up to [`SCHEMA_VERSION`], or refuses a newer one. Servers sharing a
+/// database may start together: PostgreSQL and MySQL migrate under a database lock, SQLite
+/// under its write lock, and each step re-reads the version once it holds the lock.
 pub(super) async fn migrate(store: &DataStore) -> Result<()> {
+    // SQLite needs no extra lock (and an in-memory pool has a single connection to lend).
+    let mut lock = match store.backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let mut conn = store.pool.acquire().await?;
+            sqlx::query(AssertSqlSafe(format!("SELECT pg_advisory_lock({LOCK_ID})")))
+                .execute(&mut *conn)
+                .await?;
+            Some(conn)
+        }
+        Backend::Mysql => {
+            let mut conn = store.pool.acquire().await?;
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "SELECT GET_LOCK('sigil_schema_{LOCK_ID}', 60) AS got"
+            )))
+            .fetch_one(&mut *conn)
+            .await?;
+            if row.try_get::<Option<i64>, _>("got")? != Some(1) {
+                return Err(DataStoreError::Backend(
+                    "timed out waiting for another server's schema migration".into(),
+                ));
+            }
+            Some(conn)
+        }
+    };
+    let result = migrate_locked(store).await;
+    if let Some(conn) = lock.as_mut() {
+        let unlock = match store.backend {
+            Backend::Postgres => format!("SELECT pg_advisory_unlock({LOCK_ID})"),
+            _ => format!("SELECT RELEASE_LOCK('sigil_schema_{LOCK_ID}')"),
+        };
+        // Closing the session releases the lock too; an error here only delays others.
+        let _ = sqlx::query(AssertSqlSafe(unlock))
+            .execute(&mut **conn)
+            .await;
+    }
+    result
+}
+
+/// An arbitrary constant naming Sigil's migration lock.
+const LOCK_ID: i64 = 5_160_117_001;
+
+async fn migrate_locked(store: &DataStore) -> Result<()> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL, applied_at BIGINT NOT NULL)",
     )
@@ -42,6 +87,15 @@ pub(super) async fn migrate(store: &DataStore) -> Result<()> {
         // PostgreSQL and SQLite run DDL inside the transaction, so a failed migration leaves
         // nothing behind; MySQL commits each DDL statement implicitly.
         let mut tx = store.begin().await?;
+        let current = sqlx::query("SELECT MAX(version) AS version FROM schema_version")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get::<Option<i64>, _>("version")?
+            .unwrap_or(0);
+        if current >= version {
+            // Another server applied it while we waited for the lock.
+            continue;
+        }
         for statement in statements(script) {
             sqlx::query(AssertSqlSafe(statement.to_owned()))
                 .execute(&mut *tx)

@@ -4,8 +4,8 @@
 //! creates a fresh database through it and drops it afterwards.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sigil_core::{AttestedNode, EntryId, JoinToken, RegistrationEntry, Selector, SelectorSet};
@@ -31,11 +31,29 @@ struct Ctx {
     store: DataStore,
     url: String,
     clock: Arc<AtomicI64>,
+    /// The admin URL (PostgreSQL, MySQL) or the temporary directory (SQLite) where
+    /// `spare_url` makes more databases.
+    admin: Option<String>,
+    dir: std::path::PathBuf,
+    spares: Arc<Mutex<Vec<String>>>,
 }
 
 impl Ctx {
     fn set_now(&self, now: i64) {
         self.clock.store(now, Ordering::SeqCst);
+    }
+
+    /// A new, empty database (dropped with the test's own).
+    async fn spare_url(&self) -> String {
+        let name = format!("sigil_test_{}", uuid::Uuid::new_v4().simple());
+        match &self.admin {
+            None => format!("sqlite://{}", self.dir.join(name).display()),
+            Some(admin) => {
+                admin_exec(admin, &format!("CREATE DATABASE {name}")).await;
+                self.spares.lock().unwrap().push(name.clone());
+                with_database(admin, &name)
+            }
+        }
     }
 
     /// Opens the same database again, with the same clock.
@@ -87,15 +105,22 @@ where
         .await
         .unwrap()
         .with_clock(Arc::new(move || clock2.load(Ordering::SeqCst)));
+    let spares = Arc::new(Mutex::new(Vec::new()));
     let ctx = Ctx {
         store: store.clone(),
         url,
         clock,
+        admin: admin_url.clone(),
+        dir: dir.path().to_owned(),
+        spares: spares.clone(),
     };
     let outcome = tokio::spawn(case(ctx)).await;
     store.close().await;
     if let Some(admin) = &admin_url {
-        admin_exec(admin, &format!("DROP DATABASE IF EXISTS {name}")).await;
+        let spares = spares.lock().unwrap().clone();
+        for name in std::iter::once(name).chain(spares) {
+            admin_exec(admin, &format!("DROP DATABASE IF EXISTS {name}")).await;
+        }
     }
     if let Err(error) = outcome {
         std::panic::resume_unwind(error.into_panic());
@@ -175,6 +200,7 @@ suite!(
     events_follow_every_change_in_order,
     events_prune,
     schema_newer_than_the_build_is_refused,
+    servers_starting_together_migrate_once,
     reopen_keeps_data,
 );
 
@@ -984,6 +1010,42 @@ async fn schema_newer_than_the_build_is_refused(ctx: Ctx) {
         message.contains(&newer.to_string()) && message.contains(&SCHEMA_VERSION.to_string()),
         "{message}"
     );
+}
+
+async fn servers_starting_together_migrate_once(ctx: Ctx) {
+    // Three servers open the same empty database at once: one migrates, the others wait for
+    // it and find the schema current.
+    let url = ctx.spare_url().await;
+    let opens: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { DataStore::open(&url).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for open in opens {
+        stores.push(open.await.unwrap().unwrap());
+    }
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let versions: Vec<(i64,)> = sqlx::query_as("SELECT version FROM schema_version")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(versions, vec![(SCHEMA_VERSION,)]);
+    stores[0]
+        .create_entry(&entry(
+            "e1",
+            "spiffe://example.org/a",
+            AGENT,
+            &["unix:uid:1"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(stores[2].all_entries().await.unwrap().len(), 1);
+    for store in stores {
+        store.close().await;
+    }
 }
 
 async fn reopen_keeps_data(ctx: Ctx) {

@@ -11,8 +11,8 @@ impl DataStore {
     pub async fn set_bundle(&self, bundle: &Bundle) -> Result<()> {
         let document = bundle
             .to_document()
-            .map_err(|e| DataStoreError::Corrupt {
-                field: "bundles.document",
+            .map_err(|e| DataStoreError::InvalidBundle {
+                trust_domain: bundle.trust_domain().to_string(),
                 reason: e.to_string(),
             })?
             .into_bytes();

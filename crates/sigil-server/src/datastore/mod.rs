@@ -75,6 +75,14 @@ pub enum DataStoreError {
         /// The newest version this build has migrations for.
         supported: i64,
     },
+    /// A bundle that cannot be written as a SPIFFE bundle document.
+    #[error("bundle of {trust_domain} cannot be stored: {reason}")]
+    InvalidBundle {
+        /// Its trust domain.
+        trust_domain: String,
+        /// Why the document could not be written.
+        reason: String,
+    },
     /// The URL names no supported backend.
     #[error("datastore url must start with sqlite:, postgres:, postgresql: or mysql:, got {0:?}")]
     UnsupportedUrl(String),

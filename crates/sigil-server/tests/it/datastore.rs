@@ -517,11 +517,7 @@ async fn duplicate_entries_are_refused_and_change_nothing(ctx: Ctx) {
         "e5",
         "spiffe://example.org/web",
         AGENT,
-        &[
-            "unix:uid:1",
-            "unix:GID:2".to_lowercase().as_str(),
-            "k8s:ns:A",
-        ],
+        &["unix:uid:1", "unix:gid:2", "k8s:ns:A"],
     ))
     .await
     .unwrap();
@@ -566,11 +562,11 @@ async fn duplicate_entries_refused_under_concurrency(ctx: Ctx) {
         assert_eq!(winners.len(), 1, "round {round}");
         assert_eq!(losers, winners, "the loser names the winner");
         let filter = EntryFilter::all().spiffe_id(id(&spiffe_id));
-        assert_eq!(s_len(&ctx.store, &filter).await, 1);
+        assert_eq!(count_entries(&ctx.store, &filter).await, 1);
     }
 }
 
-async fn s_len(store: &DataStore, filter: &EntryFilter) -> usize {
+async fn count_entries(store: &DataStore, filter: &EntryFilter) -> usize {
     store
         .list_entries(filter, None, 0)
         .await

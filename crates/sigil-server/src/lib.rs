@@ -5,4 +5,5 @@
 //! The `sigil` binary is a thin layer over this crate.
 
 pub mod ca;
+pub mod datastore;
 pub mod index;

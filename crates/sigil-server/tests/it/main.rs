@@ -4,4 +4,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod ca;
+mod datastore;
 mod index;

@@ -1,0 +1,105 @@
+//! Bundles by trust domain (our own and federated ones), stored as SPIFFE bundle documents.
+
+use sigil_spiffe::{Bundle, TrustDomain};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{DataStore, DataStoreError, EventKind, Result};
+
+impl DataStore {
+    /// Stores the bundle of its trust domain, replacing any previous one.
+    pub async fn set_bundle(&self, bundle: &Bundle) -> Result<()> {
+        let document = bundle
+            .to_document()
+            .map_err(|e| DataStoreError::InvalidBundle {
+                trust_domain: bundle.trust_domain().to_string(),
+                reason: e.to_string(),
+            })?
+            .into_bytes();
+        let sequence = bundle
+            .sequence()
+            .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX));
+        let trust_domain = bundle.trust_domain().as_str();
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(self.sql(
+            "UPDATE bundles SET document = ?, sequence_number = ?, updated_at = ? \
+             WHERE trust_domain = ?",
+        ))
+        .bind(document.clone())
+        .bind(sequence)
+        .bind(now)
+        .bind(trust_domain)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let kind = if updated == 0 {
+            sqlx::query(self.sql(
+                "INSERT INTO bundles (trust_domain, document, sequence_number, updated_at) \
+                 VALUES (?, ?, ?, ?)",
+            ))
+            .bind(trust_domain)
+            .bind(document)
+            .bind(sequence)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            EventKind::BundleCreated
+        } else {
+            EventKind::BundleUpdated
+        };
+        self.record_event(&mut tx, kind, trust_domain).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The bundle of a trust domain, if stored.
+    pub async fn bundle(&self, trust_domain: &TrustDomain) -> Result<Option<Bundle>> {
+        let row = sqlx::query(
+            self.sql("SELECT trust_domain, document FROM bundles WHERE trust_domain = ?"),
+        )
+        .bind(trust_domain.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(bundle_from_row).transpose()
+    }
+
+    /// Every stored bundle, by trust domain.
+    pub async fn list_bundles(&self) -> Result<Vec<Bundle>> {
+        let rows = sqlx::query("SELECT trust_domain, document FROM bundles ORDER BY trust_domain")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(bundle_from_row).collect()
+    }
+
+    /// Deletes the bundle of a trust domain.
+    pub async fn delete_bundle(&self, trust_domain: &TrustDomain) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query(self.sql("DELETE FROM bundles WHERE trust_domain = ?"))
+            .bind(trust_domain.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(DataStoreError::NotFound {
+                kind: "bundle",
+                key: trust_domain.to_string(),
+            });
+        }
+        self.record_event(&mut tx, EventKind::BundleDeleted, trust_domain.as_str())
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn bundle_from_row(row: &AnyRow) -> Result<Bundle> {
+    let name: String = row.try_get("trust_domain")?;
+    let document: Vec<u8> = row.try_get("document")?;
+    let corrupt = |reason: String| DataStoreError::Corrupt {
+        field: "bundles.document",
+        reason,
+    };
+    let trust_domain = TrustDomain::new(&name).map_err(|e| corrupt(e.to_string()))?;
+    Bundle::from_document(trust_domain, &document).map_err(|e| corrupt(e.to_string()))
+}

@@ -1,0 +1,528 @@
+//! Registration entries with their selectors, DNS names and federated trust domains.
+//!
+//! Duplicates (same SPIFFE ID, parent ID and selector set) are refused: each entry row holds a
+//! `registration_key`, the SHA-256 of those three, under a unique index in every dialect, and
+//! writes check it first inside their transaction so the error can name the entry in the way.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sigil_core::{EntryId, RegistrationEntry, Selector, SelectorSet};
+use sigil_spiffe::{SpiffeId, TrustDomain};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::node::selector_from_row;
+use super::{
+    DataStore, DataStoreError, EventKind, Result, flag, get_flag, placeholders, sha256_hex,
+};
+
+/// The most entries one page returns, whatever the caller asks.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Which entries [`DataStore::list_entries`] returns; every field set must match.
+#[non_exhaustive]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntryFilter {
+    /// Only entries handing out this SPIFFE ID.
+    pub spiffe_id: Option<SpiffeId>,
+    /// Only entries under this parent.
+    pub parent_id: Option<SpiffeId>,
+    /// Only entries having all of these selectors (and maybe more).
+    pub selectors: Vec<Selector>,
+}
+
+impl EntryFilter {
+    /// Every entry.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Only entries handing out `id`.
+    pub fn spiffe_id(mut self, id: SpiffeId) -> Self {
+        self.spiffe_id = Some(id);
+        self
+    }
+
+    /// Only entries under `id`.
+    pub fn parent_id(mut self, id: SpiffeId) -> Self {
+        self.parent_id = Some(id);
+        self
+    }
+
+    /// Only entries having `selector` too.
+    pub fn selector(mut self, selector: Selector) -> Self {
+        self.selectors.push(selector);
+        self
+    }
+}
+
+/// One page of entries, ordered by ID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryPage {
+    /// The entries of this page.
+    pub entries: Vec<RegistrationEntry>,
+    /// Pass this as `after` for the next page; `None` on the last page.
+    pub next: Option<EntryId>,
+}
+
+const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, x509_svid_ttl, jwt_svid_ttl, admin, \
+                             downstream, hint, expires_at, revision, created_at";
+
+impl DataStore {
+    /// A fresh entry ID (a UUID v4), for callers that did not choose one.
+    pub fn generate_entry_id() -> EntryId {
+        EntryId::try_from(uuid::Uuid::new_v4().to_string())
+            // A hyphenated UUID is 36 hex digits and hyphens: always a valid entry ID.
+            .unwrap_or_else(|_| unreachable!("a UUID is a valid entry id"))
+    }
+
+    /// Stores a new entry and returns it as stored (revision 1). Refuses an ID in use
+    /// ([`DataStoreError::AlreadyExists`]) and a duplicate registration
+    /// ([`DataStoreError::DuplicateEntry`]).
+    pub async fn create_entry(&self, entry: &RegistrationEntry) -> Result<RegistrationEntry> {
+        let mut stored = entry.clone();
+        stored.revision = 1;
+        let key = registration_key(entry);
+        let mut tx = self.begin().await?;
+        if self.entry_revision(&mut tx, &entry.id).await?.is_some() {
+            return Err(DataStoreError::AlreadyExists {
+                kind: "entry",
+                key: entry.id.to_string(),
+            });
+        }
+        self.check_duplicate(&mut tx, &key, None).await?;
+        let inserted = sqlx::query(self.sql(
+            "INSERT INTO entries (id, registration_key, spiffe_id, parent_id, x509_svid_ttl, \
+             jwt_svid_ttl, admin, downstream, hint, expires_at, revision, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(entry.id.as_str())
+        .bind(key.as_str())
+        .bind(entry.spiffe_id.as_str())
+        .bind(entry.parent_id.as_str())
+        .bind(entry.x509_svid_ttl.map(secs))
+        .bind(entry.jwt_svid_ttl.map(secs))
+        .bind(flag(entry.admin))
+        .bind(flag(entry.downstream))
+        .bind(entry.hint.as_str())
+        .bind(entry.expires_at)
+        .bind(1_i64)
+        .bind(entry.created_at)
+        .bind(self.now())
+        .execute(&mut *tx)
+        .await;
+        if let Err(error) = inserted {
+            drop(tx);
+            return Err(self.unique_violation(error, &key).await);
+        }
+        self.insert_children(&mut tx, entry).await?;
+        self.record_event(&mut tx, EventKind::EntryCreated, entry.id.as_str())
+            .await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// One entry, if it exists.
+    pub async fn entry(&self, id: &EntryId) -> Result<Option<RegistrationEntry>> {
+        let query = format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = ?");
+        let rows = sqlx::query(self.sql(&query))
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(self.assemble(rows).await?.pop())
+    }
+
+    /// The entries that pass `filter`, in ID order, starting after `after`, at most `limit`
+    /// (capped at [`MAX_PAGE_SIZE`]; 0 means the cap).
+    pub async fn list_entries(
+        &self,
+        filter: &EntryFilter,
+        after: Option<&EntryId>,
+        limit: u32,
+    ) -> Result<EntryPage> {
+        let limit = if limit == 0 {
+            MAX_PAGE_SIZE
+        } else {
+            limit.min(MAX_PAGE_SIZE)
+        };
+        let mut query = format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE 1 = 1");
+        let mut binds: Vec<String> = Vec::new();
+        if let Some(id) = &filter.spiffe_id {
+            query.push_str(" AND spiffe_id = ?");
+            binds.push(id.as_str().to_owned());
+        }
+        if let Some(id) = &filter.parent_id {
+            query.push_str(" AND parent_id = ?");
+            binds.push(id.as_str().to_owned());
+        }
+        for selector in &filter.selectors {
+            query.push_str(
+                " AND id IN (SELECT entry_id FROM entry_selectors WHERE kind = ? AND value = ?)",
+            );
+            binds.push(selector.kind().to_owned());
+            binds.push(selector.value().to_owned());
+        }
+        if let Some(after) = after {
+            query.push_str(" AND id > ?");
+            binds.push(after.as_str().to_owned());
+        }
+        // One row more than asked tells whether another page follows.
+        query.push_str(" ORDER BY id LIMIT ?");
+        let sql = self.sql(&query);
+        let mut q = sqlx::query(sql);
+        for value in binds {
+            q = q.bind(value);
+        }
+        let rows = q.bind(i64::from(limit) + 1).fetch_all(&self.pool).await?;
+        let mut entries = self.assemble(rows).await?;
+        let next = if entries.len() > limit as usize {
+            entries.truncate(limit as usize);
+            entries.last().map(|e| e.id.clone())
+        } else {
+            None
+        };
+        Ok(EntryPage { entries, next })
+    }
+
+    /// Every entry, in ID order: what the server loads to build its authorized-entry index.
+    pub async fn all_entries(&self) -> Result<Vec<RegistrationEntry>> {
+        let query = format!("SELECT {ENTRY_COLUMNS} FROM entries ORDER BY id");
+        let rows = sqlx::query(self.sql(&query)).fetch_all(&self.pool).await?;
+        self.assemble_all(rows).await
+    }
+
+    /// Replaces an entry's fields (all but `id` and `created_at`), bumps its revision and
+    /// returns it as stored. Refuses a change that would duplicate another entry.
+    pub async fn update_entry(&self, entry: &RegistrationEntry) -> Result<RegistrationEntry> {
+        let key = registration_key(entry);
+        let mut tx = self.begin().await?;
+        let Some(revision) = self.entry_revision(&mut tx, &entry.id).await? else {
+            return Err(entry_not_found(&entry.id));
+        };
+        self.check_duplicate(&mut tx, &key, Some(&entry.id)).await?;
+        let revision = revision + 1;
+        let updated = sqlx::query(self.sql(
+            "UPDATE entries SET registration_key = ?, spiffe_id = ?, parent_id = ?, \
+             x509_svid_ttl = ?, jwt_svid_ttl = ?, admin = ?, downstream = ?, hint = ?, \
+             expires_at = ?, revision = ?, updated_at = ? WHERE id = ?",
+        ))
+        .bind(key.as_str())
+        .bind(entry.spiffe_id.as_str())
+        .bind(entry.parent_id.as_str())
+        .bind(entry.x509_svid_ttl.map(secs))
+        .bind(entry.jwt_svid_ttl.map(secs))
+        .bind(flag(entry.admin))
+        .bind(flag(entry.downstream))
+        .bind(entry.hint.as_str())
+        .bind(entry.expires_at)
+        .bind(revision)
+        .bind(self.now())
+        .bind(entry.id.as_str())
+        .execute(&mut *tx)
+        .await;
+        if let Err(error) = updated {
+            drop(tx);
+            return Err(self.unique_violation(error, &key).await);
+        }
+        self.delete_children(&mut tx, &entry.id).await?;
+        self.insert_children(&mut tx, entry).await?;
+        self.record_event(&mut tx, EventKind::EntryUpdated, entry.id.as_str())
+            .await?;
+        tx.commit().await?;
+        let mut stored = self
+            .entry(&entry.id)
+            .await?
+            .ok_or_else(|| entry_not_found(&entry.id))?;
+        // Another writer may have changed it since our commit; report what we wrote.
+        stored.revision = u64::try_from(revision).unwrap_or(u64::MAX);
+        Ok(stored)
+    }
+
+    /// Deletes an entry with its selectors, DNS names and federated trust domains.
+    pub async fn delete_entry(&self, id: &EntryId) -> Result<()> {
+        let mut tx = self.begin().await?;
+        self.delete_children(&mut tx, id).await?;
+        let deleted = sqlx::query(self.sql("DELETE FROM entries WHERE id = ?"))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(entry_not_found(id));
+        }
+        self.record_event(&mut tx, EventKind::EntryDeleted, id.as_str())
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn entry_revision(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &EntryId,
+    ) -> Result<Option<i64>> {
+        let row = sqlx::query(self.sql("SELECT revision FROM entries WHERE id = ?"))
+            .bind(id.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(row.map(|r| r.try_get("revision")).transpose()?)
+    }
+
+    /// Fails with the ID of another entry holding the same registration key.
+    async fn check_duplicate(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        key: &str,
+        except: Option<&EntryId>,
+    ) -> Result<()> {
+        let row = sqlx::query(self.sql("SELECT id FROM entries WHERE registration_key = ?"))
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(row) = row {
+            let existing: String = row.try_get("id")?;
+            if except.is_none_or(|id| id.as_str() != existing) {
+                return Err(DataStoreError::DuplicateEntry { existing });
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns a failed write into `DuplicateEntry` when another writer got the same
+    /// registration in between our check and our write.
+    async fn unique_violation(&self, error: sqlx::Error, key: &str) -> DataStoreError {
+        let is_unique = matches!(&error, sqlx::Error::Database(e) if e.is_unique_violation());
+        if is_unique {
+            let row = sqlx::query(self.sql("SELECT id FROM entries WHERE registration_key = ?"))
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await;
+            if let Ok(Some(row)) = row
+                && let Ok(existing) = row.try_get::<String, _>("id")
+            {
+                return DataStoreError::DuplicateEntry { existing };
+            }
+        }
+        error.into()
+    }
+
+    async fn insert_children(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        entry: &RegistrationEntry,
+    ) -> Result<()> {
+        let id = entry.id.as_str();
+        for selector in &entry.selectors {
+            sqlx::query(
+                self.sql("INSERT INTO entry_selectors (entry_id, kind, value) VALUES (?, ?, ?)"),
+            )
+            .bind(id)
+            .bind(selector.kind())
+            .bind(selector.value())
+            .execute(&mut **tx)
+            .await?;
+        }
+        for (position, name) in entry.dns_names.iter().enumerate() {
+            sqlx::query(
+                self.sql("INSERT INTO entry_dns_names (entry_id, position, name) VALUES (?, ?, ?)"),
+            )
+            .bind(id)
+            .bind(position as i64)
+            .bind(name.as_str())
+            .execute(&mut **tx)
+            .await?;
+        }
+        for (position, td) in entry.federates_with.iter().enumerate() {
+            sqlx::query(self.sql(
+                "INSERT INTO entry_federates_with (entry_id, position, trust_domain) \
+                 VALUES (?, ?, ?)",
+            ))
+            .bind(id)
+            .bind(position as i64)
+            .bind(td.as_str())
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_children(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &EntryId,
+    ) -> Result<()> {
+        for table in ["entry_selectors", "entry_dns_names", "entry_federates_with"] {
+            let query = format!("DELETE FROM {table} WHERE entry_id = ?");
+            sqlx::query(self.sql(&query))
+                .bind(id.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Entries from their rows plus their child rows, fetched by ID in chunks.
+    async fn assemble(&self, rows: Vec<AnyRow>) -> Result<Vec<RegistrationEntry>> {
+        let mut entries = rows
+            .iter()
+            .map(entry_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let ids: Vec<String> = entries.iter().map(|e| e.id.as_str().to_owned()).collect();
+        let mut children = Children::default();
+        for chunk in ids.chunks(500) {
+            let list = placeholders(chunk.len());
+            children
+                .load(self, &format!("WHERE entry_id IN ({list})"), chunk)
+                .await?;
+        }
+        children.attach(&mut entries)?;
+        Ok(entries)
+    }
+
+    /// Like `assemble`, reading every child row at once (no `IN` lists).
+    async fn assemble_all(&self, rows: Vec<AnyRow>) -> Result<Vec<RegistrationEntry>> {
+        let mut entries = rows
+            .iter()
+            .map(entry_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let mut children = Children::default();
+        children.load(self, "", &[]).await?;
+        children.attach(&mut entries)?;
+        Ok(entries)
+    }
+}
+
+/// Child rows by entry ID.
+#[derive(Default)]
+struct Children {
+    selectors: HashMap<String, SelectorSet>,
+    dns_names: HashMap<String, Vec<(i64, String)>>,
+    federates_with: HashMap<String, Vec<(i64, String)>>,
+}
+
+impl Children {
+    async fn load(&mut self, store: &DataStore, clause: &str, ids: &[String]) -> Result<()> {
+        let query = format!("SELECT entry_id, kind, value FROM entry_selectors {clause}");
+        let sql = store.sql(&query);
+        let mut q = sqlx::query(sql);
+        for id in ids {
+            q = q.bind(id.clone());
+        }
+        for row in q.fetch_all(&store.pool).await? {
+            let id: String = row.try_get("entry_id")?;
+            let selector = selector_from_row(&row, "entry_selectors")?;
+            self.selectors.entry(id).or_default().insert(selector);
+        }
+        for (table, column, map) in [
+            ("entry_dns_names", "name", &mut self.dns_names),
+            (
+                "entry_federates_with",
+                "trust_domain",
+                &mut self.federates_with,
+            ),
+        ] {
+            let query = format!("SELECT entry_id, position, {column} FROM {table} {clause}");
+            let sql = store.sql(&query);
+            let mut q = sqlx::query(sql);
+            for id in ids {
+                q = q.bind(id.clone());
+            }
+            for row in q.fetch_all(&store.pool).await? {
+                let id: String = row.try_get("entry_id")?;
+                map.entry(id)
+                    .or_default()
+                    .push((row.try_get("position")?, row.try_get(column)?));
+            }
+        }
+        Ok(())
+    }
+
+    fn attach(mut self, entries: &mut [RegistrationEntry]) -> Result<()> {
+        for entry in entries {
+            let id = entry.id.as_str();
+            entry.selectors = self.selectors.remove(id).unwrap_or_default();
+            let mut names = self.dns_names.remove(id).unwrap_or_default();
+            names.sort();
+            entry.dns_names = names.into_iter().map(|(_, n)| n).collect();
+            let mut tds = self.federates_with.remove(id).unwrap_or_default();
+            tds.sort();
+            entry.federates_with = tds
+                .into_iter()
+                .map(|(_, td)| {
+                    TrustDomain::new(&td).map_err(|e| DataStoreError::Corrupt {
+                        field: "entry_federates_with.trust_domain",
+                        reason: e.to_string(),
+                    })
+                })
+                .collect::<Result<_>>()?;
+        }
+        Ok(())
+    }
+}
+
+/// The SHA-256 of what makes two entries duplicates: SPIFFE ID, parent ID and the (ordered)
+/// selector set, each part length-prefixed so that no two inputs share an encoding.
+fn registration_key(entry: &RegistrationEntry) -> String {
+    let mut data = Vec::new();
+    let mut part = |s: &str| {
+        data.extend_from_slice(&(s.len() as u64).to_be_bytes());
+        data.extend_from_slice(s.as_bytes());
+    };
+    part(entry.spiffe_id.as_str());
+    part(entry.parent_id.as_str());
+    for selector in &entry.selectors {
+        part(selector.kind());
+        part(selector.value());
+    }
+    sha256_hex(&data)
+}
+
+fn entry_not_found(id: &EntryId) -> DataStoreError {
+    DataStoreError::NotFound {
+        kind: "entry",
+        key: id.to_string(),
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn entry_from_row(row: &AnyRow) -> Result<RegistrationEntry> {
+    let corrupt = |field: &'static str, reason: String| DataStoreError::Corrupt { field, reason };
+    let id: String = row.try_get("id")?;
+    let spiffe_id: String = row.try_get("spiffe_id")?;
+    let parent_id: String = row.try_get("parent_id")?;
+    let ttl = |column: &str| -> Result<Option<Duration>> {
+        Ok(row
+            .try_get::<Option<i64>, _>(column)?
+            .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))))
+    };
+    Ok(RegistrationEntry {
+        id: id
+            .parse()
+            .map_err(|e: sigil_core::EntryError| corrupt("entries.id", e.to_string()))?,
+        spiffe_id: spiffe_id
+            .parse()
+            .map_err(|e: sigil_spiffe::SpiffeIdError| {
+                corrupt("entries.spiffe_id", e.to_string())
+            })?,
+        parent_id: parent_id
+            .parse()
+            .map_err(|e: sigil_spiffe::SpiffeIdError| {
+                corrupt("entries.parent_id", e.to_string())
+            })?,
+        selectors: SelectorSet::new(),
+        x509_svid_ttl: ttl("x509_svid_ttl")?,
+        jwt_svid_ttl: ttl("jwt_svid_ttl")?,
+        dns_names: Vec::new(),
+        federates_with: Vec::new(),
+        admin: get_flag(row, "admin")?,
+        downstream: get_flag(row, "downstream")?,
+        hint: row.try_get("hint")?,
+        expires_at: row.try_get("expires_at")?,
+        revision: u64::try_from(row.try_get::<i64, _>("revision")?).unwrap_or(0),
+        created_at: row.try_get("created_at")?,
+    })
+}

@@ -187,6 +187,16 @@ pub enum EndpointProfile {
     },
 }
 
+impl EndpointProfile {
+    /// The config name: `https_spiffe` or `https_web`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::HttpsSpiffe => "https_spiffe",
+            Self::HttpsWeb { .. } => "https_web",
+        }
+    }
+}
+
 /// One `[[federation.federates_with]]`: a trust domain whose bundle we fetch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -216,6 +226,16 @@ pub enum RemoteProfile {
         /// Roots to use instead of the system's (absolute path), if given.
         ca_file: Option<PathBuf>,
     },
+}
+
+impl RemoteProfile {
+    /// The config name: `https_spiffe` or `https_web`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::HttpsSpiffe { .. } => "https_spiffe",
+            Self::HttpsWeb { .. } => "https_web",
+        }
+    }
 }
 
 /// Something legal but probably not what the operator wants; `validate` prints these and
@@ -340,7 +360,7 @@ impl Config {
         if self.federation.is_configured() {
             warnings.push(ConfigWarning {
                 key: "federation".to_owned(),
-                message: "federation settings are checked but not acted on yet: this version \
+                message: "parsed and checked but not acted on yet: this version \
                           neither serves nor fetches bundles"
                     .to_owned(),
             });

@@ -21,8 +21,8 @@ use sigil_spiffe::{KeyType, SpiffeId, TrustDomain};
 
 pub use error::{ConfigError, ConfigErrorKind};
 pub use raw::{
-    RawBundleEndpoint, RawCa, RawConfig, RawDatastore, RawFederatesWith, RawFederation,
-    RawHealth, RawSvid, RawUpstream,
+    RawBundleEndpoint, RawCa, RawConfig, RawDatastore, RawFederatesWith, RawFederation, RawHealth,
+    RawSvid, RawUpstream,
 };
 
 use error::TOP_LEVEL;
@@ -375,7 +375,10 @@ impl Config {
             listeners.push(("health.bind_address", health.bind_address));
         }
         if let Some(endpoint) = &self.federation.bundle_endpoint {
-            listeners.push(("federation.bundle_endpoint.bind_address", endpoint.bind_address));
+            listeners.push((
+                "federation.bundle_endpoint.bind_address",
+                endpoint.bind_address,
+            ));
         }
         for (i, (key, addr)) in listeners.iter().enumerate() {
             for (other_key, other) in &listeners[..i] {
@@ -714,9 +717,8 @@ fn datastore_url(text: &str, base_dir: &Path) -> Result<Datastore, ConfigError> 
             })
         }
         "postgres" | "postgresql" | "mysql" => {
-            let url = url::Url::parse(text).map_err(|e| {
-                ConfigError::invalid(KEY, format!("not a valid {scheme} URL: {e}"))
-            })?;
+            let url = url::Url::parse(text)
+                .map_err(|e| ConfigError::invalid(KEY, format!("not a valid {scheme} URL: {e}")))?;
             if url.host_str().is_none_or(str::is_empty) {
                 return Err(ConfigError::invalid(
                     KEY,
@@ -732,9 +734,7 @@ fn datastore_url(text: &str, base_dir: &Path) -> Result<Datastore, ConfigError> 
         }
         other => Err(ConfigError::invalid(
             KEY,
-            format!(
-                "unsupported scheme {other:?}: expected sqlite, postgres, postgresql or mysql"
-            ),
+            format!("unsupported scheme {other:?}: expected sqlite, postgres, postgresql or mysql"),
         )),
     }
 }

@@ -83,7 +83,10 @@ fn relative_paths_are_relative_to_the_config_directory() {
 #[test]
 fn sql_urls_are_kept_and_their_passwords_redacted() {
     for (url, kind) in [
-        ("postgres://sigil:hunter2@db.internal:5432/sigil", "postgres"),
+        (
+            "postgres://sigil:hunter2@db.internal:5432/sigil",
+            "postgres",
+        ),
         ("postgresql://sigil:hunter2@db.internal/sigil", "postgres"),
         ("mysql://sigil:hunter2@db.internal:3306/sigil", "mysql"),
     ] {
@@ -163,8 +166,10 @@ fn long_svid_ttls_and_federation_warn() {
     let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
     assert_eq!(
         warnings,
-        ["svid.default_x509_ttl: 5h is more than a sixth of ca.ttl (1d): SVIDs signed late in \
-          a CA's life will be cut short to 4h"]
+        [
+            "svid.default_x509_ttl: 5h is more than a sixth of ca.ttl (1d): SVIDs signed late in \
+          a CA's life will be cut short to 4h"
+        ]
     );
     // Exactly a sixth is fine.
     assert!(
@@ -220,7 +225,9 @@ fn bad_configs_get_errors_naming_the_key() {
             "line 5, column 1: unknown key \"key\" at ca.upstream; expected cert_file or key_file",
         ),
         (
-            format!("{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b\"\nprofile = \"https_web\"\nrefresh = \"1m\"\n"),
+            format!(
+                "{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b\"\nprofile = \"https_web\"\nrefresh = \"1m\"\n"
+            ),
             "line 7, column 1: unknown key \"refresh\" at federation.federates_with[0]; expected \
              one of trust_domain, url, profile, endpoint_spiffe_id, bundle_path, ca_file",
         ),
@@ -341,7 +348,9 @@ fn bad_configs_get_errors_naming_the_key() {
              https_spiffe or https_web",
         ),
         (
-            format!("{HEAD}[federation.bundle_endpoint]\nprofile = \"https_web\"\ncert_file = \"c.pem\"\n"),
+            format!(
+                "{HEAD}[federation.bundle_endpoint]\nprofile = \"https_web\"\ncert_file = \"c.pem\"\n"
+            ),
             "missing required key \"federation.bundle_endpoint.key_file\"",
         ),
         (
@@ -355,37 +364,51 @@ fn bad_configs_get_errors_naming_the_key() {
              30s, 5m, 1h, 24h or 1h30m (units s, m, h, d)",
         ),
         (
-            format!("{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"http://b.example\"\nprofile = \"https_web\"\n"),
+            format!(
+                "{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"http://b.example\"\nprofile = \"https_web\"\n"
+            ),
             "federation.federates_with[0].url: scheme \"http\" is not allowed: bundle endpoints \
              are https only",
         ),
         (
-            format!("{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"b.example\"\nprofile = \"https_web\"\n"),
+            format!(
+                "{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"b.example\"\nprofile = \"https_web\"\n"
+            ),
             "federation.federates_with[0].url: invalid value \"b.example\": relative URL \
              without a base",
         ),
         (
-            format!("{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b\"\nprofile = \"https_spiffe\"\n"),
+            format!(
+                "{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b\"\nprofile = \"https_spiffe\"\n"
+            ),
             "missing required key \"federation.federates_with[0].endpoint_spiffe_id\"",
         ),
         (
-            format!("{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b\"\nprofile = \"https_spiffe\"\nendpoint_spiffe_id = \"spiffe://c.test/sigil/server\"\n"),
+            format!(
+                "{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b\"\nprofile = \"https_spiffe\"\nendpoint_spiffe_id = \"spiffe://c.test/sigil/server\"\n"
+            ),
             "federation.federates_with[0].endpoint_spiffe_id: \"spiffe://c.test/sigil/server\" \
              is not in trust domain \"b.test\"",
         ),
         (
-            format!("{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b\"\nprofile = \"https_web\"\nendpoint_spiffe_id = \"spiffe://b.test/x\"\n"),
+            format!(
+                "{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b\"\nprofile = \"https_web\"\nendpoint_spiffe_id = \"spiffe://b.test/x\"\n"
+            ),
             "federation.federates_with[0].endpoint_spiffe_id: not used with the https_web \
              profile",
         ),
         (
-            format!("{HEAD}[[federation.federates_with]]\ntrust_domain = \"example.org\"\nurl = \"https://b\"\nprofile = \"https_web\"\n"),
+            format!(
+                "{HEAD}[[federation.federates_with]]\ntrust_domain = \"example.org\"\nurl = \"https://b\"\nprofile = \"https_web\"\n"
+            ),
             "federation.federates_with[0].trust_domain: \"example.org\" is this server's own \
              trust domain",
         ),
         (
-            format!("{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b\"\nprofile = \"https_web\"\n\
-                     [[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b2\"\nprofile = \"https_web\"\n"),
+            format!(
+                "{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b\"\nprofile = \"https_web\"\n\
+                     [[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b2\"\nprofile = \"https_web\"\n"
+            ),
             "federation.federates_with[1].trust_domain: \"b.test\" is already listed at \
              federation.federates_with[0]",
         ),

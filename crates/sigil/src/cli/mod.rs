@@ -7,7 +7,12 @@ use sigil_server::config::ConfigError;
 
 /// SPIFFE workload identity: server, agent and admin commands.
 #[derive(Debug, Parser)]
-#[command(name = "sigil", version, propagate_version = true, arg_required_else_help = true)]
+#[command(
+    name = "sigil",
+    version,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
 pub(crate) struct Cli {
     /// How commands print their results: `text` for people, `json` for one JSON document.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]

@@ -271,7 +271,12 @@ impl Config {
     /// Parses and checks config text; relative paths are resolved against `base_dir`, which
     /// should be absolute.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        Self::from_raw(RawConfig::parse(text)?, base_dir)
+        Self::from_raw(RawConfig::parse(text)?, base_dir).map_err(|error| {
+            // A value refused by the checks is pointed at in the file, when it is written
+            // there (a refused default has no position).
+            let position = error.key().and_then(|key| locate(text, &key));
+            error.at_position(position)
+        })
     }
 
     /// Checks a raw config. This is the `TryFrom<RawConfig>` of style.md with the one extra
@@ -785,6 +790,37 @@ fn quoted(value: &str, error: impl fmt::Display) -> String {
 
 fn one_line(message: &str) -> String {
     message.trim().replace('\n', "; ")
+}
+
+/// The position of the value of `key` (`ca.ttl`, `federation.federates_with[0].url`) in the
+/// TOML text, if it is written there.
+fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
+    use toml::de::{DeTable, DeValue};
+
+    let document = DeTable::parse(text).ok()?;
+    let mut table = document.get_ref();
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (name, index) = match part.split_once('[') {
+            Some((name, index)) => (name, Some(index.strip_suffix(']')?.parse::<usize>().ok()?)),
+            None => (part, None),
+        };
+        let mut value = table.get(name)?;
+        if let Some(index) = index {
+            let DeValue::Array(array) = value.get_ref() else {
+                return None;
+            };
+            value = array.get(index)?;
+        }
+        if parts.peek().is_none() {
+            return Some(line_column(text, value.span().start));
+        }
+        let DeValue::Table(inner) = value.get_ref() else {
+            return None;
+        };
+        table = inner;
+    }
+    None
 }
 
 /// 1-based line and column (in characters) of a byte offset.

@@ -241,18 +241,18 @@ fn bad_configs_get_errors_naming_the_key() {
         ),
         (
             "trust_domain = \"Example.org\"\ndata_dir = \"d\"\n".to_owned(),
-            "trust_domain: invalid value \"Example.org\": trust domain characters are limited \
+            "line 1, column 16: trust_domain: invalid value \"Example.org\": trust domain characters are limited \
              to lowercase letters, numbers, dots, dashes, and underscores (found 'E' at byte 0)",
         ),
         (
             "trust_domain = \"spiffe://a.test\"\ndata_dir = \"d\"\n".to_owned(),
-            "trust_domain: invalid value \"spiffe://a.test\": trust domain characters are \
+            "line 1, column 16: trust_domain: invalid value \"spiffe://a.test\": trust domain characters are \
              limited to lowercase letters, numbers, dots, dashes, and underscores (found ':' at \
              byte 6)",
         ),
         (
             format!("{HEAD}[ca]\nttl = \"1x\"\n"),
-            "ca.ttl: invalid duration \"1x\": write it like 30s, 5m, 1h, 24h or 1h30m (units s, \
+            "line 4, column 7: ca.ttl: invalid duration \"1x\": write it like 30s, 5m, 1h, 24h or 1h30m (units s, \
              m, h, d)",
         ),
         (
@@ -261,19 +261,19 @@ fn bad_configs_get_errors_naming_the_key() {
         ),
         (
             format!("{HEAD}[ca]\nttl = \"0s\"\n"),
-            "ca.ttl: \"0s\" is zero; it must be positive",
+            "line 4, column 7: ca.ttl: \"0s\" is zero; it must be positive",
         ),
         (
             format!("{HEAD}[ca]\nkey_type = \"ed25519\"\n"),
-            "ca.key_type: unknown key type \"ed25519\": expected ec-p256, ec-p384 or rsa-2048",
+            "line 4, column 12: ca.key_type: unknown key type \"ed25519\": expected ec-p256, ec-p384 or rsa-2048",
         ),
         (
             format!("{HEAD}[svid]\ndefault_jwt_ttl = \"\"\n"),
-            "svid.default_jwt_ttl: duration is empty: write it like 30s, 5m, 1h or 24h",
+            "line 4, column 19: svid.default_jwt_ttl: duration is empty: write it like 30s, 5m, 1h or 24h",
         ),
         (
             format!("{HEAD}[svid]\ndefault_x509_ttl = \"5s\"\n"),
-            "svid.default_x509_ttl: 5s is outside the allowed range 10s to 30d",
+            "line 4, column 20: svid.default_x509_ttl: 5s is outside the allowed range 10s to 30d",
         ),
         (
             format!("{HEAD}[ca]\nttl = \"1h\"\n"),
@@ -282,39 +282,39 @@ fn bad_configs_get_errors_naming_the_key() {
         ),
         (
             format!("{HEAD}[ca]\nttl = \"2h\"\n[svid]\ndefault_jwt_ttl = \"3h\"\n"),
-            "svid.default_jwt_ttl: 3h must be shorter than ca.ttl (2h): no SVID outlives the CA \
+            "line 6, column 19: svid.default_jwt_ttl: 3h must be shorter than ca.ttl (2h): no SVID outlives the CA \
              that signed it",
         ),
         (
             format!("{HEAD}[datastore]\nurl = \"redis://user:pw@host/0\"\n"),
-            "datastore.url: unsupported scheme \"redis\": expected sqlite, postgres, postgresql \
+            "line 4, column 7: datastore.url: unsupported scheme \"redis\": expected sqlite, postgres, postgresql \
              or mysql",
         ),
         (
             format!("{HEAD}[datastore]\nurl = \"data.sqlite3\"\n"),
-            "datastore.url: not a URL: write sqlite://PATH, postgres://... or mysql://...",
+            "line 4, column 7: datastore.url: not a URL: write sqlite://PATH, postgres://... or mysql://...",
         ),
         (
             format!("{HEAD}[datastore]\nurl = \"sqlite://\"\n"),
-            "datastore.url: the sqlite URL has no file path",
+            "line 4, column 7: datastore.url: the sqlite URL has no file path",
         ),
         (
             format!("{HEAD}[datastore]\nurl = \"sqlite::memory:\"\n"),
-            "datastore.url: in-memory sqlite is not supported: the server's state must survive \
+            "line 4, column 7: datastore.url: in-memory sqlite is not supported: the server's state must survive \
              a restart",
         ),
         (
             format!("{HEAD}[datastore]\nurl = \"sqlite://s.db?mode=rwc\"\n"),
-            "datastore.url: sqlite URL options are not supported: Sigil sets the journal mode \
+            "line 4, column 7: datastore.url: sqlite URL options are not supported: Sigil sets the journal mode \
              and busy timeout itself",
         ),
         (
             format!("{HEAD}[datastore]\nurl = \"postgres://user:secret@/db\"\n"),
-            "datastore.url: not a valid postgres URL: empty host",
+            "line 4, column 7: datastore.url: not a valid postgres URL: empty host",
         ),
         (
             format!("{HEAD}bind_address = \"localhost:8081\"\n"),
-            "bind_address: invalid address \"localhost:8081\": write IP:PORT, such as \
+            "line 3, column 16: bind_address: invalid address \"localhost:8081\": write IP:PORT, such as \
              0.0.0.0:8081 or [::1]:8081",
         ),
         (
@@ -325,17 +325,17 @@ fn bad_configs_get_errors_naming_the_key() {
         ),
         (
             "trust_domain = \"a.test\"\ndata_dir = \"\"\n".to_owned(),
-            "data_dir: path is empty",
+            "line 2, column 12: data_dir: path is empty",
         ),
         (
             format!("{HEAD}admin_socket = \"{long_socket}\"\n"),
-            "admin_socket: \"/sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\
+            "line 3, column 16: admin_socket: \"/sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\
              sssssssssssssssssssssssssssssssssss/admin.sock\" is 112 bytes long; a Unix socket \
              path is limited to 107 bytes (choose a shorter path)",
         ),
         (
             format!("{HEAD}[health]\nbind_address = \"0.0.0.0:8081\"\n"),
-            "health.bind_address: 0.0.0.0:8081 conflicts with bind_address (0.0.0.0:8081)",
+            "line 4, column 16: health.bind_address: 0.0.0.0:8081 conflicts with bind_address (0.0.0.0:8081)",
         ),
         (
             format!("{HEAD}bind_address = \"127.0.0.1:8443\"\n[federation.bundle_endpoint]\n"),
@@ -344,7 +344,7 @@ fn bad_configs_get_errors_naming_the_key() {
         ),
         (
             format!("{HEAD}[federation.bundle_endpoint]\nprofile = \"https\"\n"),
-            "federation.bundle_endpoint.profile: unknown profile \"https\": expected \
+            "line 4, column 11: federation.bundle_endpoint.profile: unknown profile \"https\": expected \
              https_spiffe or https_web",
         ),
         (
@@ -355,26 +355,26 @@ fn bad_configs_get_errors_naming_the_key() {
         ),
         (
             format!("{HEAD}[federation.bundle_endpoint]\ncert_file = \"c.pem\"\n"),
-            "federation.bundle_endpoint.cert_file: only the https_web profile takes a \
+            "line 4, column 13: federation.bundle_endpoint.cert_file: only the https_web profile takes a \
              certificate file; https_spiffe serves the server's own SVID",
         ),
         (
             format!("{HEAD}[federation.bundle_endpoint]\nrefresh_hint = \"soon\"\n"),
-            "federation.bundle_endpoint.refresh_hint: invalid duration \"soon\": write it like \
+            "line 4, column 16: federation.bundle_endpoint.refresh_hint: invalid duration \"soon\": write it like \
              30s, 5m, 1h, 24h or 1h30m (units s, m, h, d)",
         ),
         (
             format!(
                 "{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"http://b.example\"\nprofile = \"https_web\"\n"
             ),
-            "federation.federates_with[0].url: scheme \"http\" is not allowed: bundle endpoints \
+            "line 5, column 7: federation.federates_with[0].url: scheme \"http\" is not allowed: bundle endpoints \
              are https only",
         ),
         (
             format!(
                 "{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"b.example\"\nprofile = \"https_web\"\n"
             ),
-            "federation.federates_with[0].url: invalid value \"b.example\": relative URL \
+            "line 5, column 7: federation.federates_with[0].url: invalid value \"b.example\": relative URL \
              without a base",
         ),
         (
@@ -387,21 +387,21 @@ fn bad_configs_get_errors_naming_the_key() {
             format!(
                 "{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b\"\nprofile = \"https_spiffe\"\nendpoint_spiffe_id = \"spiffe://c.test/sigil/server\"\n"
             ),
-            "federation.federates_with[0].endpoint_spiffe_id: \"spiffe://c.test/sigil/server\" \
+            "line 7, column 22: federation.federates_with[0].endpoint_spiffe_id: \"spiffe://c.test/sigil/server\" \
              is not in trust domain \"b.test\"",
         ),
         (
             format!(
                 "{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b\"\nprofile = \"https_web\"\nendpoint_spiffe_id = \"spiffe://b.test/x\"\n"
             ),
-            "federation.federates_with[0].endpoint_spiffe_id: not used with the https_web \
+            "line 7, column 22: federation.federates_with[0].endpoint_spiffe_id: not used with the https_web \
              profile",
         ),
         (
             format!(
                 "{HEAD}[[federation.federates_with]]\ntrust_domain = \"example.org\"\nurl = \"https://b\"\nprofile = \"https_web\"\n"
             ),
-            "federation.federates_with[0].trust_domain: \"example.org\" is this server's own \
+            "line 4, column 16: federation.federates_with[0].trust_domain: \"example.org\" is this server's own \
              trust domain",
         ),
         (
@@ -409,7 +409,7 @@ fn bad_configs_get_errors_naming_the_key() {
                 "{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b\"\nprofile = \"https_web\"\n\
                      [[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b2\"\nprofile = \"https_web\"\n"
             ),
-            "federation.federates_with[1].trust_domain: \"b.test\" is already listed at \
+            "line 8, column 16: federation.federates_with[1].trust_domain: \"b.test\" is already listed at \
              federation.federates_with[0]",
         ),
         (
@@ -417,9 +417,16 @@ fn bad_configs_get_errors_naming_the_key() {
             "line 3, column 4: invalid TOML: unclosed table, expected `]`",
         ),
     ];
+    let mut wrong = Vec::new();
     for (text, expected) in cases {
-        assert_eq!(err(&text), expected, "for config:\n{text}");
+        let actual = err(&text);
+        if actual != expected {
+            wrong.push(format!(
+                "config:\n{text}\nexpected: {expected}\nactual:   {actual}\n"
+            ));
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[test]

@@ -99,12 +99,12 @@ fn bad_configs_exit_64_and_name_the_key() {
         (
             "bad-ttl.toml",
             format!("{GOOD}[ca]\nttl = \"1x\"\n"),
-            ": ca.ttl: invalid duration \"1x\"",
+            ":4:7: ca.ttl: invalid duration \"1x\"",
         ),
         (
             "bad-td.toml",
             "trust_domain = \"A\"\ndata_dir = \"d\"\n".to_owned(),
-            ": trust_domain: invalid value \"A\"",
+            ":1:16: trust_domain: invalid value \"A\"",
         ),
         (
             "no-td.toml",
@@ -114,7 +114,7 @@ fn bad_configs_exit_64_and_name_the_key() {
         (
             "bad-db.toml",
             format!("{GOOD}[datastore]\nurl = \"redis://x\"\n"),
-            ": datastore.url: unsupported scheme \"redis\"",
+            ":4:7: datastore.url: unsupported scheme \"redis\"",
         ),
         ("syntax.toml", format!("{GOOD}[ca\n"), ":3:4: invalid TOML"),
     ];

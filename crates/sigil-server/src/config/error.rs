@@ -4,7 +4,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// A config that cannot be used. `Display` reads `FILE:LINE:COLUMN: PROBLEM`, with the line
-/// and column when the TOML layer knows them, and the problem names the key.
+/// and column of the offending key or value when it is written in the file (a refused
+/// default has none), and the problem names the key.
 #[derive(Debug)]
 pub struct ConfigError {
     file: Option<PathBuf>,
@@ -68,7 +69,7 @@ impl ConfigError {
         self.file.as_deref()
     }
 
-    /// The 1-based line and column, when the TOML layer knows them.
+    /// The 1-based line and column of the offending key or value, when it is in the file.
     pub fn position(&self) -> Option<(usize, usize)> {
         self.position
     }

@@ -20,7 +20,7 @@ fn every_server_config_in_conf_validates() {
         checked.push(name);
     }
     checked.sort();
-    // The two examples named in the README must be among them.
+    // The full example and the minimal one must be among them.
     assert!(
         checked.len() >= 2
             && checked.contains(&"server.toml".to_owned())

@@ -334,7 +334,6 @@ impl Config {
     /// The server's own SPIFFE ID, `spiffe://<trust domain>/sigil/server`.
     pub fn server_spiffe_id(&self) -> SpiffeId {
         // A valid trust domain plus two fixed valid segments always makes a valid ID.
-        #[allow(clippy::expect_used)]
         sigil_core::server_spiffe_id(&self.trust_domain)
             .expect("the server id of a valid trust domain is valid")
     }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 /// The whole `server.toml`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 #[non_exhaustive]
 pub struct RawConfig {
     /// Required: the trust domain this server signs for.
@@ -39,7 +39,7 @@ pub struct RawConfig {
 
 /// `[datastore]`
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 #[non_exhaustive]
 pub struct RawDatastore {
     /// `sqlite://PATH`, `postgres://...` or `mysql://...`; SQLite in `data_dir` when absent.
@@ -49,7 +49,7 @@ pub struct RawDatastore {
 
 /// `[ca]`
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 #[non_exhaustive]
 pub struct RawCa {
     /// `ec-p256`, `ec-p384` or `rsa-2048`.
@@ -75,7 +75,7 @@ impl Default for RawCa {
 
 /// `[ca.upstream]`
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 #[non_exhaustive]
 pub struct RawUpstream {
     /// PEM: the upstream CA certificate (then any chain up to its root).
@@ -86,7 +86,7 @@ pub struct RawUpstream {
 
 /// `[svid]`
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 #[non_exhaustive]
 pub struct RawSvid {
     /// The X.509-SVID lifetime of entries that set none.
@@ -108,7 +108,7 @@ impl Default for RawSvid {
 
 /// `[health]`
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 #[non_exhaustive]
 pub struct RawHealth {
     /// Where `/live` and `/ready` are served over plain HTTP.
@@ -118,7 +118,7 @@ pub struct RawHealth {
 
 /// `[federation]`
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 #[non_exhaustive]
 pub struct RawFederation {
     /// `[federation.bundle_endpoint]`: serve our bundle to other trust domains.
@@ -131,7 +131,7 @@ pub struct RawFederation {
 
 /// `[federation.bundle_endpoint]`
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 #[non_exhaustive]
 pub struct RawBundleEndpoint {
     /// The HTTPS listener.
@@ -153,7 +153,7 @@ pub struct RawBundleEndpoint {
 
 /// One `[[federation.federates_with]]`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 #[non_exhaustive]
 pub struct RawFederatesWith {
     /// The foreign trust domain.

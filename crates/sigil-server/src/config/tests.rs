@@ -413,6 +413,10 @@ fn bad_configs_get_errors_naming_the_key() {
              federation.federates_with[0]",
         ),
         (
+            format!("{HEAD}health = \"127.0.0.1:8080\"\n"),
+            "line 3, column 10: health: invalid type: string \"127.0.0.1:8080\", expected a table",
+        ),
+        (
             format!("{HEAD}[ca\n"),
             "line 3, column 4: invalid TOML: unclosed table, expected `]`",
         ),

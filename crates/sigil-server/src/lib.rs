@@ -3,4 +3,5 @@
 //! the agent API (mTLS gRPC) and the admin API (a local Unix socket).
 //!
 //! The `sigil` binary is a thin layer over this crate.
+
 pub mod config;

@@ -5,5 +5,6 @@
 //! The `sigil` binary is a thin layer over this crate.
 
 pub mod ca;
+pub mod config;
 pub mod datastore;
 pub mod index;

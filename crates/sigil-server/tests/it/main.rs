@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod ca;
+mod config;
 mod datastore;
 mod index;

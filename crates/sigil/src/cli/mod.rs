@@ -1,0 +1,47 @@
+//! The command tree and its dispatch; each command group lives in its own module.
+
+mod server;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sigil_server::config::ConfigError;
+
+/// SPIFFE workload identity: server, agent and admin commands.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sigil",
+    version,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+pub(crate) struct Cli {
+    /// How commands print their results: `text` for people, `json` for one JSON document.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Server commands (today: check a config).
+    #[command(subcommand)]
+    Server(server::ServerCommand),
+}
+
+/// Runs a parsed command line.
+pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Server(command) => server::run(command, cli.output),
+    }
+}
+
+/// Whether a failure is the caller's input (exit 64) rather than the environment (exit 1).
+pub(crate) fn is_usage_error(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.is::<ConfigError>())
+}

@@ -1,0 +1,140 @@
+//! `sigil server ...`: today `validate`, which runs exactly the config loading of the server.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use sigil_core::format_duration;
+use sigil_server::config::{Config, EndpointProfile, RemoteProfile};
+
+use super::Output;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServerCommand {
+    /// Parse and check a server config without opening, binding or creating anything.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    /// The server config file (TOML).
+    #[arg(long, value_name = "FILE", env = "SIGIL_SERVER_CONFIG")]
+    config: PathBuf,
+}
+
+pub(crate) fn run(command: ServerCommand, output: Output) -> anyhow::Result<()> {
+    match command {
+        ServerCommand::Validate(args) => validate(&args, output),
+    }
+}
+
+fn validate(args: &ValidateArgs, output: Output) -> anyhow::Result<()> {
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(error) => {
+            if output == Output::Json {
+                let document = json!({
+                    "valid": false,
+                    "file": path(&args.config),
+                    "key": error.key(),
+                    "position": error.position().map(|(line, column)| {
+                        json!({"line": line, "column": column})
+                    }),
+                    "error": error.to_string(),
+                });
+                println!("{document}");
+            }
+            // main prints it to stderr and exits 64.
+            return Err(error.into());
+        }
+    };
+    let warnings = config.warnings();
+    match output {
+        Output::Text => {
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("configuration OK");
+        }
+        Output::Json => {
+            let mut document = summary(&config);
+            document["valid"] = json!(true);
+            document["file"] = path(&args.config);
+            document["warnings"] = warnings
+                .iter()
+                .map(|w| json!({"key": w.key, "message": w.message}))
+                .collect();
+            println!("{document}");
+        }
+    }
+    Ok(())
+}
+
+/// The checked config as JSON, with defaults filled in, paths absolute and passwords redacted.
+fn summary(config: &Config) -> Value {
+    let federation = &config.federation;
+    json!({
+        "trust_domain": config.trust_domain.as_str(),
+        "server_spiffe_id": config.server_spiffe_id().as_str(),
+        "data_dir": path(&config.data_dir),
+        "bind_address": config.bind_address.to_string(),
+        "admin_socket": path(&config.admin_socket),
+        "datastore": {
+            "kind": config.datastore.kind(),
+            "url": config.datastore.redacted(),
+        },
+        "ca": {
+            "key_type": config.ca.key_type.as_str(),
+            "ttl": format_duration(config.ca.ttl),
+            "upstream": config.ca.upstream.as_ref().map(|u| json!({
+                "cert_file": path(&u.cert_file),
+                "key_file": path(&u.key_file),
+            })),
+        },
+        "svid": {
+            "default_x509_ttl": format_duration(config.svid.default_x509_ttl),
+            "default_jwt_ttl": format_duration(config.svid.default_jwt_ttl),
+        },
+        "health": config.health.as_ref().map(|h| json!({
+            "bind_address": h.bind_address.to_string(),
+        })),
+        "federation": {
+            "bundle_endpoint": federation.bundle_endpoint.as_ref().map(|e| {
+                let mut endpoint = json!({
+                    "bind_address": e.bind_address.to_string(),
+                    "refresh_hint": format_duration(e.refresh_hint),
+                });
+                endpoint["profile"] = json!(e.profile.as_str());
+                if let EndpointProfile::HttpsWeb { cert_file, key_file } = &e.profile {
+                    endpoint["cert_file"] = path(cert_file);
+                    endpoint["key_file"] = path(key_file);
+                }
+                endpoint
+            }),
+            "federates_with": federation.federates_with.iter().map(|r| {
+                let mut remote = json!({
+                    "trust_domain": r.trust_domain.as_str(),
+                    "url": r.url,
+                });
+                remote["profile"] = json!(r.profile.as_str());
+                match &r.profile {
+                    RemoteProfile::HttpsSpiffe { endpoint_spiffe_id, bundle_path } => {
+                        remote["endpoint_spiffe_id"] = json!(endpoint_spiffe_id.as_str());
+                        remote["bundle_path"] = bundle_path.as_deref().map_or(Value::Null, path);
+                    }
+                    RemoteProfile::HttpsWeb { ca_file } => {
+                        remote["ca_file"] = ca_file.as_deref().map_or(Value::Null, path);
+                    }
+                    // A profile added later prints its name only until it is described here.
+                    _ => {}
+                }
+                remote
+            }).collect::<Vec<_>>(),
+        },
+    })
+}
+
+/// Paths as JSON strings; `json!` on a `Path` would panic on one that is not UTF-8.
+fn path(path: &Path) -> Value {
+    Value::String(path.display().to_string())
+}

@@ -72,6 +72,17 @@ impl TestDomain {
     fn bundle_set(&self) -> BundleSet {
         [self.bundle()].into_iter().collect()
     }
+
+    /// TLS material presenting a new SVID for `spiffe_id` and trusting this domain only.
+    fn material(&self, spiffe_id: &str) -> Arc<TlsMaterial> {
+        Arc::new(TlsMaterial::new(&self.svid(spiffe_id), self.bundle_set()).unwrap())
+    }
+
+    /// An `X509Source` (the `spiffe` crate's) serving a new SVID for `spiffe_id` over a
+    /// Workload API socket in `dir`.
+    async fn spiffe_source(&self, dir: &tempfile::TempDir, spiffe_id: &str) -> spiffe::X509Source {
+        x509_source(dir, &self.svid(spiffe_id), &self.bundle_set()).await
+    }
 }
 
 /// Accepts one connection with `config`, echoes one line, and returns the client's SPIFFE ID
@@ -129,12 +140,8 @@ async fn handshake(
 async fn our_configs_complete_mutual_tls_and_see_each_others_ids() {
     install_provider();
     let domain = TestDomain::new("a.test");
-    let server_material = Arc::new(
-        TlsMaterial::new(&domain.svid("spiffe://a.test/server"), domain.bundle_set()).unwrap(),
-    );
-    let client_material = Arc::new(
-        TlsMaterial::new(&domain.svid("spiffe://a.test/client"), domain.bundle_set()).unwrap(),
-    );
+    let server_material = domain.material("spiffe://a.test/server");
+    let client_material = domain.material("spiffe://a.test/client");
     let server = tls::server_config(
         server_material,
         Authorizer::exact(id("spiffe://a.test/client")),
@@ -154,12 +161,8 @@ async fn our_configs_complete_mutual_tls_and_see_each_others_ids() {
 async fn a_peer_the_authorizer_does_not_allow_is_refused_on_both_sides() {
     install_provider();
     let domain = TestDomain::new("a.test");
-    let server_material = Arc::new(
-        TlsMaterial::new(&domain.svid("spiffe://a.test/server"), domain.bundle_set()).unwrap(),
-    );
-    let client_material = Arc::new(
-        TlsMaterial::new(&domain.svid("spiffe://a.test/client"), domain.bundle_set()).unwrap(),
-    );
+    let server_material = domain.material("spiffe://a.test/server");
+    let client_material = domain.material("spiffe://a.test/client");
 
     // The client expects another server.
     let server = tls::server_config(server_material.clone(), Authorizer::any()).unwrap();
@@ -189,11 +192,9 @@ async fn a_peer_from_a_trust_domain_without_a_bundle_is_refused() {
     install_provider();
     let a = TestDomain::new("a.test");
     let b = TestDomain::new("b.test");
-    let server_material =
-        Arc::new(TlsMaterial::new(&b.svid("spiffe://b.test/server"), b.bundle_set()).unwrap());
+    let server_material = b.material("spiffe://b.test/server");
     // The client trusts only a.test, and authorizes anyone: verification alone must refuse.
-    let client_material =
-        Arc::new(TlsMaterial::new(&a.svid("spiffe://a.test/client"), a.bundle_set()).unwrap());
+    let client_material = a.material("spiffe://a.test/client");
     let server = tls::server_config(server_material, Authorizer::any()).unwrap();
     let client = tls::client_config(client_material, Authorizer::any()).unwrap();
     let (_, client_saw) = handshake(server, client).await;
@@ -206,12 +207,8 @@ async fn a_forged_svid_claiming_a_trusted_domain_is_refused() {
     install_provider();
     let real = TestDomain::new("a.test");
     let forger = TestDomain::new("a.test"); // same name, different CA
-    let server_material = Arc::new(
-        TlsMaterial::new(&forger.svid("spiffe://a.test/server"), forger.bundle_set()).unwrap(),
-    );
-    let client_material = Arc::new(
-        TlsMaterial::new(&real.svid("spiffe://a.test/client"), real.bundle_set()).unwrap(),
-    );
+    let server_material = forger.material("spiffe://a.test/server");
+    let client_material = real.material("spiffe://a.test/client");
     let server = tls::server_config(server_material, Authorizer::any()).unwrap();
     let client = tls::client_config(client_material, Authorizer::any()).unwrap();
     let (_, client_saw) = handshake(server, client).await;
@@ -226,10 +223,8 @@ async fn rotation_takes_effect_without_rebuilding_the_configs() {
     install_provider();
     let a = TestDomain::new("a.test");
     let b = TestDomain::new("b.test");
-    let server_material =
-        Arc::new(TlsMaterial::new(&a.svid("spiffe://a.test/server"), a.bundle_set()).unwrap());
-    let client_material =
-        Arc::new(TlsMaterial::new(&a.svid("spiffe://a.test/client"), a.bundle_set()).unwrap());
+    let server_material = a.material("spiffe://a.test/server");
+    let client_material = a.material("spiffe://a.test/client");
     let server = tls::server_config(server_material.clone(), Authorizer::any()).unwrap();
     let client = tls::client_config(client_material.clone(), Authorizer::any()).unwrap();
 
@@ -374,16 +369,9 @@ async fn spiffe_rustls_client_and_our_server_authenticate_each_other() {
     install_provider();
     let domain = TestDomain::new("a.test");
     let dir = tempfile::tempdir().unwrap();
-    let source = x509_source(
-        &dir,
-        &domain.svid("spiffe://a.test/peer"),
-        &domain.bundle_set(),
-    )
-    .await;
+    let source = domain.spiffe_source(&dir, "spiffe://a.test/peer").await;
 
-    let our_material = Arc::new(
-        TlsMaterial::new(&domain.svid("spiffe://a.test/ours"), domain.bundle_set()).unwrap(),
-    );
+    let our_material = domain.material("spiffe://a.test/ours");
     let server =
         tls::server_config(our_material, Authorizer::exact(id("spiffe://a.test/peer"))).unwrap();
     let client = spiffe_rustls::mtls_client(source)
@@ -400,20 +388,13 @@ async fn our_client_and_a_spiffe_rustls_server_authenticate_each_other() {
     install_provider();
     let domain = TestDomain::new("a.test");
     let dir = tempfile::tempdir().unwrap();
-    let source = x509_source(
-        &dir,
-        &domain.svid("spiffe://a.test/peer"),
-        &domain.bundle_set(),
-    )
-    .await;
+    let source = domain.spiffe_source(&dir, "spiffe://a.test/peer").await;
 
     let server = spiffe_rustls::mtls_server(source)
         .authorize(spiffe_rustls::authorizer::exact(["spiffe://a.test/ours"]).unwrap())
         .build()
         .unwrap();
-    let our_material = Arc::new(
-        TlsMaterial::new(&domain.svid("spiffe://a.test/ours"), domain.bundle_set()).unwrap(),
-    );
+    let our_material = domain.material("spiffe://a.test/ours");
     let client =
         tls::client_config(our_material, Authorizer::exact(id("spiffe://a.test/peer"))).unwrap();
     let (server_saw, client_saw) = handshake(server, client).await;
@@ -426,15 +407,8 @@ async fn spiffe_rustls_refuses_our_svid_when_it_expects_another_id() {
     install_provider();
     let domain = TestDomain::new("a.test");
     let dir = tempfile::tempdir().unwrap();
-    let source = x509_source(
-        &dir,
-        &domain.svid("spiffe://a.test/peer"),
-        &domain.bundle_set(),
-    )
-    .await;
-    let our_material = Arc::new(
-        TlsMaterial::new(&domain.svid("spiffe://a.test/ours"), domain.bundle_set()).unwrap(),
-    );
+    let source = domain.spiffe_source(&dir, "spiffe://a.test/peer").await;
+    let our_material = domain.material("spiffe://a.test/ours");
     let server = tls::server_config(our_material, Authorizer::any()).unwrap();
     let client = spiffe_rustls::mtls_client(source)
         .authorize(spiffe_rustls::authorizer::exact(["spiffe://a.test/someone-else"]).unwrap())

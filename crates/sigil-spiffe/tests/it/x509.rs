@@ -168,6 +168,17 @@ impl TestCa {
     }
 }
 
+/// The chain verifies now against a bundle of these authorities.
+fn assert_verifies(chain: &[CertificateDer<'static>], authorities: &[&CertificateDer<'static>]) {
+    verify_chain(
+        chain,
+        &bundle_set(authorities),
+        unix(now()),
+        SvidUsage::ServerAuth,
+    )
+    .unwrap();
+}
+
 fn uri(s: &str) -> SanType {
     SanType::URI(s.try_into().unwrap())
 }
@@ -767,13 +778,7 @@ fn authority_reloads_from_its_certificate() {
     assert!(again.chain().is_empty(), "a root sends no chain");
     assert_eq!(again.not_after(), ca.not_after());
     let svid = issue(&again, KeyType::EcP256, "/w");
-    verify_chain(
-        svid.cert_chain(),
-        &bundle_set(&[ca.certificate()]),
-        unix(now()),
-        SvidUsage::ServerAuth,
-    )
-    .unwrap();
+    assert_verifies(svid.cert_chain(), &[ca.certificate()]);
     // The wrong key is refused.
     assert_eq!(
         X509Authority::from_certificate(key(KeyType::EcP384), vec![ca.certificate().clone()])
@@ -802,13 +807,7 @@ fn authority_reloads_from_its_certificate() {
     let reloaded = X509Authority::from_certificate(ik, inter.chain().to_vec()).unwrap();
     assert_eq!(reloaded.chain(), inter.chain());
     let svid = issue(&reloaded, KeyType::EcP256, "/w");
-    verify_chain(
-        svid.cert_chain(),
-        &bundle_set(&[ca.certificate()]),
-        unix(now()),
-        SvidUsage::ServerAuth,
-    )
-    .unwrap();
+    assert_verifies(svid.cert_chain(), &[ca.certificate()]);
 }
 
 // ---------- cross-checks with the `spiffe` crate ----------
@@ -1127,13 +1126,7 @@ fn signer_trait_is_the_only_way_to_the_key() {
     )
     .unwrap();
     let svid = issue(&ca, KeyType::EcP256, "/w");
-    verify_chain(
-        svid.cert_chain(),
-        &bundle_set(&[ca.certificate()]),
-        unix(now()),
-        SvidUsage::ServerAuth,
-    )
-    .unwrap();
+    assert_verifies(svid.cert_chain(), &[ca.certificate()]);
 }
 
 /// Speed rests on path building never trying a wrong key: leaf + intermediate must cost exactly
@@ -1251,11 +1244,5 @@ fn an_upstream_ca_without_spiffe_id_signs_our_intermediate_but_no_svid() {
     .unwrap();
     assert_eq!(inter.trust_domain(), Some(&td()));
     let svid = issue(&inter, KeyType::EcP256, "/w");
-    verify_chain(
-        svid.cert_chain(),
-        &bundle_set(&[upstream.certificate()]),
-        unix(now()),
-        SvidUsage::ServerAuth,
-    )
-    .unwrap();
+    assert_verifies(svid.cert_chain(), &[upstream.certificate()]);
 }

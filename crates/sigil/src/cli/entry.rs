@@ -21,6 +21,9 @@ pub(crate) enum EntryCommand {
     Create(CreateArgs),
     /// Show entries: one by ID, or those matching every filter given (all without filters).
     Show(ShowArgs),
+    /// Change an entry: the fields given replace the stored ones (a repeated flag replaces
+    /// the whole list); the others are kept.
+    Update(UpdateArgs),
     /// Delete an entry.
     Delete(DeleteArgs),
 }
@@ -100,6 +103,45 @@ pub(crate) struct ShowArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct UpdateArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// The entry ID.
+    #[arg(long, value_name = "ID")]
+    id: String,
+    /// A new SPIFFE ID.
+    #[arg(long, value_name = "ID")]
+    spiffe_id: Option<SpiffeId>,
+    /// A new parent ID.
+    #[arg(long, value_name = "ID")]
+    parent_id: Option<SpiffeId>,
+    /// The new selectors (repeat for several).
+    #[arg(long = "selector", value_name = "TYPE:VALUE")]
+    selectors: Vec<Selector>,
+    /// A new X.509-SVID lifetime.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    x509_ttl: Option<Duration>,
+    /// A new JWT-SVID lifetime.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    jwt_ttl: Option<Duration>,
+    /// The new DNS names (repeat for several).
+    #[arg(long = "dns", value_name = "NAME")]
+    dns_names: Vec<String>,
+    /// The new federated trust domains (repeat for several).
+    #[arg(long = "federates-with", value_name = "TRUST_DOMAIN")]
+    federates_with: Vec<TrustDomain>,
+    /// Whether the workload may use the admin API.
+    #[arg(long, value_name = "BOOL")]
+    admin: Option<bool>,
+    /// Whether the workload may mint SVIDs for a downstream trust domain.
+    #[arg(long, value_name = "BOOL")]
+    downstream: Option<bool>,
+    /// A new hint.
+    #[arg(long, value_name = "HINT")]
+    hint: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct DeleteArgs {
     #[command(flatten)]
     socket: SocketArgs,
@@ -113,6 +155,7 @@ pub(crate) fn run(command: EntryCommand, output: Output) -> anyhow::Result<()> {
         match command {
             EntryCommand::Create(args) => create(args, output).await,
             EntryCommand::Show(args) => show(args, output).await,
+            EntryCommand::Update(args) => update(args, output).await,
             EntryCommand::Delete(args) => delete(args, output).await,
         }
     })
@@ -234,6 +277,73 @@ async fn show(args: ShowArgs, output: Output) -> anyhow::Result<()> {
             let list: Vec<Value> = entries.iter().map(entry_json).collect();
             println!("{}", json!({ "entries": list }));
         }
+    }
+    Ok(())
+}
+
+async fn update(args: UpdateArgs, output: Output) -> anyhow::Result<()> {
+    let mut client = connect(&args.socket).await?;
+    let mut entry = client
+        .get_entry(pb::GetEntryRequest {
+            id: args.id.clone(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if let Some(id) = args.spiffe_id {
+        entry.spiffe_id = id.to_string();
+    }
+    if let Some(id) = args.parent_id {
+        entry.parent_id = id.to_string();
+    }
+    if !args.selectors.is_empty() {
+        entry.selectors = args.selectors.iter().map(selector_to_wire).collect();
+    }
+    if args.x509_ttl.is_some() {
+        entry.x509_svid_ttl = ttl_to_wire(args.x509_ttl);
+    }
+    if args.jwt_ttl.is_some() {
+        entry.jwt_svid_ttl = ttl_to_wire(args.jwt_ttl);
+    }
+    if !args.dns_names.is_empty() {
+        entry.dns_names = args.dns_names;
+    }
+    if !args.federates_with.is_empty() {
+        entry.federates_with = args
+            .federates_with
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    }
+    if let Some(admin) = args.admin {
+        entry.admin = admin;
+    }
+    if let Some(downstream) = args.downstream {
+        entry.downstream = downstream;
+    }
+    if let Some(hint) = args.hint {
+        entry.hint = hint;
+    }
+    let response = client
+        .batch_update_entry(pb::BatchUpdateEntryRequest {
+            entries: vec![entry],
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let Some(result) = response.results.into_iter().next() else {
+        bail!("the server returned no result");
+    };
+    check_item(result.status.as_ref())?;
+    let Some(entry) = result.entry else {
+        bail!("the server returned no entry");
+    };
+    match output {
+        Output::Text => {
+            println!("Entry updated");
+            print_entry(&entry);
+        }
+        Output::Json => println!("{}", entry_json(&entry)),
     }
     Ok(())
 }

@@ -238,6 +238,29 @@ fn server_serves_entries_stops_on_sigterm_and_restarts_with_its_state() {
     assert!(text(&bad_selector.stderr).contains("no-separator"));
     assert_eq!(entry_count(&server), 2);
 
+    // Update replaces the fields given and keeps the others.
+    let updated = json(&server.entry(&[
+        "update", "--id", &web_id, "--hint", "blue", "--admin", "true", "--output", "json",
+    ]));
+    assert_eq!(updated["hint"], "blue");
+    assert_eq!(updated["admin"], true);
+    assert_eq!(updated["revision"], 2);
+    assert_eq!(updated["dns_names"][0], "web.example.org");
+    assert_eq!(updated["selectors"].as_array().unwrap().len(), 2);
+    let reserved = server.entry(&[
+        "update",
+        "--id",
+        &web_id,
+        "--spiffe-id",
+        "spiffe://example.org/sigil/x",
+    ]);
+    assert_eq!(reserved.status.code(), Some(1));
+    assert!(
+        text(&reserved.stderr).contains("reserved"),
+        "{}",
+        text(&reserved.stderr)
+    );
+
     // Delete, and deleting again says what is missing.
     let deleted = json(&server.entry(&["delete", "--id", &node_id, "--output", "json"]));
     assert_eq!(deleted["id"], node_id.as_str());

@@ -96,12 +96,14 @@ pub async fn run(
         datastore = %config.datastore.redacted(),
         "starting sigil server"
     );
-    create_private_dir(&config.data_dir)?;
-    let datastore = DataStore::open(&datastore_url(&config.datastore)?).await?;
-
+    // Refuse what cannot work before anything is created or written: a second server on
+    // the same config must not touch the CA state of the running one.
     if config.ca.upstream.is_some() {
         return Err(RunError::UpstreamUnsupported);
     }
+    check_admin_socket(&config.admin_socket)?;
+    create_private_dir(&config.data_dir)?;
+    let datastore = DataStore::open(&datastore_url(&config.datastore)?).await?;
     let key_manager = Arc::new(DiskKeyManager::open(&config.data_dir)?);
     let journal = datastore.ca_journal(server_id.as_str()).await?;
     let settings = CaSettings {
@@ -248,17 +250,35 @@ fn create_private_dir(dir: &Path) -> Result<(), RunError> {
         })
 }
 
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RunError {
+    let path = path.to_owned();
+    move |source| RunError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Refuses an admin socket path that another server answers on or that holds something
+/// other than a socket.
+fn check_admin_socket(path: &Path) -> Result<(), RunError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(RunError::SocketInUse(path.to_owned()));
+            }
+            Ok(())
+        }
+        Ok(_) => Err(RunError::NotASocket(path.to_owned())),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(io_error("cannot inspect admin socket", path)(error)),
+    }
+}
+
 /// Binds the admin socket: its directory is created 0700 when missing and must not be
 /// writable by others; a stale socket is removed; the socket is made 0600.
 fn bind_admin_socket(path: &Path) -> Result<UnixListener, RunError> {
-    let io = |action, path: &Path| {
-        let path = path.to_owned();
-        move |source| RunError::Io {
-            action,
-            path,
-            source,
-        }
-    };
+    let io = io_error;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             create_private_dir(dir)?;
@@ -274,16 +294,10 @@ fn bind_admin_socket(path: &Path) -> Result<UnixListener, RunError> {
             });
         }
     }
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(RunError::SocketInUse(path.to_owned()));
-            }
-            fs::remove_file(path).map_err(io("cannot remove stale admin socket", path))?;
-        }
-        Ok(_) => return Err(RunError::NotASocket(path.to_owned())),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        Err(error) => return Err(io("cannot inspect admin socket", path)(error)),
+    // Checked again: the first check ran before the (slow) CA start.
+    check_admin_socket(path)?;
+    if fs::symlink_metadata(path).is_ok() {
+        fs::remove_file(path).map_err(io("cannot remove stale admin socket", path))?;
     }
     let listener = UnixListener::bind(path).map_err(io("cannot bind admin socket", path))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))

@@ -273,6 +273,20 @@ fn server_serves_entries_stops_on_sigterm_and_restarts_with_its_state() {
     );
     assert_eq!(entry_count(&server), 1);
 
+    // A second server on the same config is refused while the first runs.
+    let second = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["server", "run", "--config"])
+        .arg(dir.path().join("server.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        text(&second.stderr).contains("in use"),
+        "{}",
+        text(&second.stderr)
+    );
+    assert_eq!(entry_count(&server), 1);
+
     // SIGTERM: a clean exit that takes the socket away.
     let socket = server.socket.clone();
     let status = server.terminate();

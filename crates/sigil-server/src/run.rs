@@ -192,12 +192,22 @@ async fn rotate_forever(
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        let rotated = {
+        let ca = Arc::clone(&ca);
+        // Rotation may generate keys (RSA takes a while): keep it off the async workers.
+        let rotated = tokio::task::spawn_blocking(move || {
             // A panic inside rotate() would poison the lock; the CA's state is still the
             // last consistent one (rotate builds new slots before swapping), so go on.
             let mut ca = ca.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             ca.rotate(SystemTime::now())
                 .map(|events| (events, ca.journal(), ca.bundle()))
+        })
+        .await;
+        let rotated = match rotated {
+            Ok(rotated) => rotated,
+            Err(error) => {
+                tracing::error!(%error, "ca rotation task failed");
+                continue;
+            }
         };
         match rotated {
             Ok((events, journal, bundle)) => {
@@ -259,9 +269,25 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RunE
     }
 }
 
-/// Refuses an admin socket path that another server answers on or that holds something
-/// other than a socket.
+/// Prepares the admin socket's place: its directory is created 0700 when missing and must
+/// not be writable by group or others; the path must hold nothing, or a socket that nobody
+/// answers on (a stale one).
 fn check_admin_socket(path: &Path) -> Result<(), RunError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            create_private_dir(dir)?;
+        }
+        let mode = fs::metadata(dir)
+            .map_err(io_error("cannot read admin socket directory", dir))?
+            .permissions()
+            .mode();
+        if mode & 0o022 != 0 {
+            return Err(RunError::InsecureSocketDir {
+                path: dir.to_owned(),
+                mode: mode & 0o7777,
+            });
+        }
+    }
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -275,32 +301,15 @@ fn check_admin_socket(path: &Path) -> Result<(), RunError> {
     }
 }
 
-/// Binds the admin socket: its directory is created 0700 when missing and must not be
-/// writable by others; a stale socket is removed; the socket is made 0600.
+/// Binds the admin socket (after [`check_admin_socket`], run again since the CA start came
+/// in between): a stale socket is removed; the socket is made 0600.
 fn bind_admin_socket(path: &Path) -> Result<UnixListener, RunError> {
-    let io = io_error;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            create_private_dir(dir)?;
-        }
-        let mode = fs::metadata(dir)
-            .map_err(io("cannot read admin socket directory", dir))?
-            .permissions()
-            .mode();
-        if mode & 0o022 != 0 {
-            return Err(RunError::InsecureSocketDir {
-                path: dir.to_owned(),
-                mode: mode & 0o7777,
-            });
-        }
-    }
-    // Checked again: the first check ran before the (slow) CA start.
     check_admin_socket(path)?;
     if fs::symlink_metadata(path).is_ok() {
-        fs::remove_file(path).map_err(io("cannot remove stale admin socket", path))?;
+        fs::remove_file(path).map_err(io_error("cannot remove stale admin socket", path))?;
     }
-    let listener = UnixListener::bind(path).map_err(io("cannot bind admin socket", path))?;
+    let listener = UnixListener::bind(path).map_err(io_error("cannot bind admin socket", path))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-        .map_err(io("cannot set the mode of admin socket", path))?;
+        .map_err(io_error("cannot set the mode of admin socket", path))?;
     Ok(listener)
 }

@@ -330,3 +330,33 @@ fn a_bad_config_exits_64_and_creates_nothing() {
     assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn an_admin_socket_dir_writable_by_others_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_dir = dir.path().join("open");
+    fs::create_dir(&open_dir).unwrap();
+    fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::write(
+        dir.path().join("server.toml"),
+        format!(
+            "trust_domain = \"example.org\"\ndata_dir = \"data\"\nadmin_socket = \"{}\"\n",
+            open_dir.join("admin.sock").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["server", "run", "--config"])
+        .arg(dir.path().join("server.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("writable by group or others (mode 777)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!open_dir.join("admin.sock").exists());
+    // Refused before anything else was created.
+    assert!(!dir.path().join("data").exists());
+}

@@ -234,10 +234,10 @@ fn log_events(events: &[CaEvent]) {
     for event in events {
         match event {
             CaEvent::X509Prepared { not_after } => {
-                tracing::info!(not_after = ?not_after, "x509 ca prepared");
+                tracing::info!(not_after = unix_seconds(*not_after), "x509 ca prepared");
             }
             CaEvent::X509Activated { not_after } => {
-                tracing::info!(not_after = ?not_after, "x509 ca activated");
+                tracing::info!(not_after = unix_seconds(*not_after), "x509 ca activated");
             }
             CaEvent::X509Retired => tracing::info!("x509 ca retired"),
             CaEvent::JwtPrepared { kid } => tracing::info!(%kid, "jwt key prepared"),
@@ -245,6 +245,12 @@ fn log_events(events: &[CaEvent]) {
             CaEvent::JwtRetired { kid } => tracing::info!(%kid, "jwt key retired"),
         }
     }
+}
+
+/// A time as seconds since the Unix epoch, for logs (0 before the epoch).
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Creates `dir` (and its parents) with mode 0700 when missing.

@@ -4,7 +4,9 @@
 //!
 //! The `sigil` binary is a thin layer over this crate.
 
+pub mod api;
 pub mod ca;
 pub mod config;
 pub mod datastore;
 pub mod index;
+pub mod run;

@@ -4,6 +4,7 @@
 
 mod cli;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -13,6 +14,10 @@ use clap::error::ErrorKind;
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
+    // One crypto provider for every rustls user in the process; it fails only when one is
+    // installed already, which is then the same aws-lc-rs provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    init_logging();
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         Err(error) => {
@@ -38,4 +43,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only for a terminal; a log file or journal gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }

@@ -6,4 +6,5 @@
 mod ca;
 mod config;
 mod datastore;
+mod entry_api;
 mod index;

@@ -1,5 +1,7 @@
 //! The command tree and its dispatch; each command group lives in its own module.
 
+mod client;
+mod entry;
 mod server;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -29,15 +31,19 @@ pub(crate) enum Output {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Server commands (today: check a config).
+    /// Server commands: run the server, check a config.
     #[command(subcommand)]
     Server(server::ServerCommand),
+    /// Registration entries, through the server's admin socket.
+    #[command(subcommand)]
+    Entry(entry::EntryCommand),
 }
 
 /// Runs a parsed command line.
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(command) => server::run(command, cli.output),
+        Command::Entry(command) => entry::run(command, cli.output),
     }
 }
 

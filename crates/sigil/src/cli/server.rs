@@ -1,4 +1,5 @@
-//! `sigil server ...`: today `validate`, which runs exactly the config loading of the server.
+//! `sigil server ...`: `run` the server, or `validate` a config with exactly the config loading
+//! of the server.
 
 use std::path::{Path, PathBuf};
 
@@ -7,12 +8,23 @@ use serde_json::{Value, json};
 use sigil_core::format_duration;
 use sigil_server::config::{Config, EndpointProfile, RemoteProfile};
 
-use super::Output;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{Output, client};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ServerCommand {
+    /// Run the server until SIGTERM or SIGINT.
+    Run(RunArgs),
     /// Parse and check a server config without opening, binding or creating anything.
     Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The server config file (TOML).
+    #[arg(long, value_name = "FILE", env = "SIGIL_SERVER_CONFIG")]
+    config: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -24,8 +36,32 @@ pub(crate) struct ValidateArgs {
 
 pub(crate) fn run(command: ServerCommand, output: Output) -> anyhow::Result<()> {
     match command {
+        ServerCommand::Run(args) => run_server(&args),
         ServerCommand::Validate(args) => validate(&args, output),
     }
+}
+
+fn run_server(args: &RunArgs) -> anyhow::Result<()> {
+    // A bad config is a ConfigError: main exits 64.
+    let config = Config::load(&args.config)?;
+    for warning in config.warnings() {
+        tracing::warn!(key = %warning.key, "{}", warning.message);
+    }
+    client::runtime()?.block_on(async move {
+        // Listen for the signals before serving so that none is missed.
+        let mut terminate = signal(SignalKind::terminate())
+            .map_err(|e| anyhow::anyhow!("cannot listen for SIGTERM: {e}"))?;
+        let mut interrupt = signal(SignalKind::interrupt())
+            .map_err(|e| anyhow::anyhow!("cannot listen for SIGINT: {e}"))?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+                _ = interrupt.recv() => tracing::info!("SIGINT received, shutting down"),
+            }
+        };
+        sigil_server::run::run(&config, shutdown).await?;
+        Ok(())
+    })
 }
 
 fn validate(args: &ValidateArgs, output: Output) -> anyhow::Result<()> {

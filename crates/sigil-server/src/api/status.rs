@@ -1,0 +1,51 @@
+//! The one place where errors become gRPC statuses: a whole call's [`Status`] and the
+//! per-item `sigil.server.v1.Status` of the batch calls.
+
+use sigil_core::EntryError;
+use sigil_core::wire::WireError;
+use sigil_proto::server::v1 as pb;
+use tonic::{Code, Status};
+
+use crate::datastore::DataStoreError;
+
+/// A datastore failure as a status. Missing and duplicate records are the caller's business
+/// and keep their message; a database failure is logged here and reported as `Internal`.
+pub fn datastore(error: &DataStoreError) -> Status {
+    match error {
+        DataStoreError::NotFound { .. } => Status::not_found(error.to_string()),
+        DataStoreError::DuplicateEntry { .. } | DataStoreError::AlreadyExists { .. } => {
+            Status::already_exists(error.to_string())
+        }
+        DataStoreError::TokenExpired => Status::permission_denied(error.to_string()),
+        _ => {
+            tracing::error!(%error, "datastore call failed");
+            Status::internal(error.to_string())
+        }
+    }
+}
+
+/// A message that does not read into the model: the message names the field.
+pub fn wire(error: &WireError) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
+/// An entry that breaks a rule of the model (foreign trust domain, no selectors, ...).
+pub fn invalid_entry(error: &EntryError) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
+/// A status as the per-item result of a batch call.
+pub fn to_proto(status: &Status) -> pb::Status {
+    pb::Status {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+    }
+}
+
+/// The per-item result of an item that succeeded.
+pub fn ok() -> pb::Status {
+    pb::Status {
+        code: Code::Ok as i32,
+        message: String::new(),
+    }
+}

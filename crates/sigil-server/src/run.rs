@@ -1,0 +1,321 @@
+//! `sigil server run`: brings a server up from its config and serves until told to stop.
+//!
+//! Startup order: data directory, datastore, key manager, CA (resumed from the journal in the
+//! datastore), entry index, admin socket. The CA rotates every [`ROTATE_INTERVAL`]; its
+//! journal and bundle are written back whenever they change.
+
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use sigil_core::server_spiffe_id;
+use sigil_proto::server::v1::entry_server::EntryServer;
+use sigil_spiffe::SpiffeIdError;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::api::EntryApi;
+use crate::ca::{
+    CaError, CaEvent, CaSettings, CertificateAuthority, DiskKeyManager, KeyManagerError,
+};
+use crate::config::{Config, Datastore};
+use crate::datastore::{DataStore, DataStoreError};
+use crate::index::EntryIndex;
+
+/// How often the CA is asked to rotate.
+pub const ROTATE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why the server could not start or stopped with an error.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A file system step failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The admin socket's directory is writable by others, who could replace the socket.
+    #[error(
+        "admin socket directory {} is writable by group or others (mode {mode:o}); \
+         make it 0700 or choose another admin_socket",
+        path.display()
+    )]
+    InsecureSocketDir {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Another server answers on the admin socket.
+    #[error("admin socket {} is in use by a running server", .0.display())]
+    SocketInUse(PathBuf),
+    /// Something that is not a socket sits where the admin socket goes.
+    #[error("admin socket {} exists and is not a socket; refusing to remove it", .0.display())]
+    NotASocket(PathBuf),
+    /// A path that is not UTF-8 cannot be put in a datastore URL.
+    #[error("datastore path {} is not valid UTF-8", .0.display())]
+    NonUtf8Path(PathBuf),
+    /// `[ca.upstream]` is configured; `server run` cannot load it yet.
+    #[error("ca.upstream is not supported by `sigil server run` yet")]
+    UpstreamUnsupported,
+    /// The datastore failed.
+    #[error("datastore: {0}")]
+    DataStore(#[from] DataStoreError),
+    /// The key manager failed.
+    #[error("key manager: {0}")]
+    KeyManager(#[from] KeyManagerError),
+    /// The CA failed.
+    #[error("ca: {0}")]
+    Ca(#[from] CaError),
+    /// The trust domain has no valid server ID (cannot happen for a loaded config).
+    #[error("server spiffe id: {0}")]
+    ServerId(#[from] SpiffeIdError),
+    /// The gRPC server failed.
+    #[error("admin api: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Runs the server of `config` until `shutdown` completes, then stops accepting, lets the
+/// calls in flight finish, removes the admin socket and returns.
+pub async fn run(
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let server_id = server_spiffe_id(&config.trust_domain)?;
+    tracing::info!(
+        trust_domain = %config.trust_domain,
+        datastore = %config.datastore.redacted(),
+        "starting sigil server"
+    );
+    // Refuse what cannot work before anything is created or written: a second server on
+    // the same config must not touch the CA state of the running one.
+    if config.ca.upstream.is_some() {
+        return Err(RunError::UpstreamUnsupported);
+    }
+    check_admin_socket(&config.admin_socket)?;
+    create_private_dir(&config.data_dir)?;
+    let datastore = DataStore::open(&datastore_url(&config.datastore)?).await?;
+    let key_manager = Arc::new(DiskKeyManager::open(&config.data_dir)?);
+    let journal = datastore.ca_journal(server_id.as_str()).await?;
+    let settings = CaSettings {
+        trust_domain: config.trust_domain.clone(),
+        key_type: config.ca.key_type,
+        ttl: config.ca.ttl,
+    };
+    let resumed = journal.is_some();
+    let (ca, events) = CertificateAuthority::start(
+        settings,
+        key_manager,
+        None,
+        journal.as_deref(),
+        SystemTime::now(),
+    )?;
+    tracing::info!(resumed, sequence = ca.sequence(), "ca started");
+    log_events(&events);
+    let persisted = persist(&datastore, server_id.as_str(), &ca).await?;
+    let ca = Arc::new(Mutex::new(ca));
+    let rotation = tokio::spawn(rotate_forever(
+        Arc::clone(&ca),
+        datastore.clone(),
+        server_id.to_string(),
+        persisted,
+    ));
+
+    let mut index = EntryIndex::new(&config.trust_domain)?;
+    let entries = datastore.all_entries().await?;
+    let count = entries.len();
+    for entry in entries {
+        index.upsert_entry(entry);
+    }
+    tracing::info!(entries = count, "entry index loaded");
+    let index = Arc::new(RwLock::new(index));
+
+    let listener = bind_admin_socket(&config.admin_socket)?;
+    tracing::info!(admin_socket = %config.admin_socket.display(), "admin api listening");
+    let entry_api = EntryApi::new(config.trust_domain.clone(), datastore.clone(), index);
+    let served = tonic::transport::Server::builder()
+        .add_service(EntryServer::new(entry_api))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+
+    rotation.abort();
+    if let Err(error) = fs::remove_file(&config.admin_socket) {
+        tracing::warn!(%error, "cannot remove the admin socket");
+    }
+    datastore.close().await;
+    served?;
+    tracing::info!("sigil server stopped");
+    Ok(())
+}
+
+/// The datastore URL of the config.
+fn datastore_url(datastore: &Datastore) -> Result<String, RunError> {
+    match datastore {
+        Datastore::Sqlite { path } => path
+            .to_str()
+            .map(|p| format!("sqlite://{p}"))
+            .ok_or_else(|| RunError::NonUtf8Path(path.clone())),
+        Datastore::Postgres { url } | Datastore::Mysql { url } => Ok(url.clone()),
+    }
+}
+
+/// Writes the CA journal and the own bundle; returns the journal written.
+async fn persist(
+    datastore: &DataStore,
+    server_id: &str,
+    ca: &CertificateAuthority,
+) -> Result<Vec<u8>, RunError> {
+    let journal = ca.journal();
+    datastore.set_ca_journal(server_id, &journal).await?;
+    datastore.set_bundle(&ca.bundle()).await?;
+    Ok(journal)
+}
+
+async fn rotate_forever(
+    ca: Arc<Mutex<CertificateAuthority>>,
+    datastore: DataStore,
+    server_id: String,
+    mut persisted: Vec<u8>,
+) {
+    let mut ticks = tokio::time::interval(ROTATE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick completes at once; start() has just rotated.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let ca = Arc::clone(&ca);
+        // Rotation may generate keys (RSA takes a while): keep it off the async workers.
+        let rotated = tokio::task::spawn_blocking(move || {
+            // A panic inside rotate() would poison the lock; the CA's state is still the
+            // last consistent one (rotate builds new slots before swapping), so go on.
+            let mut ca = ca.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            ca.rotate(SystemTime::now())
+                .map(|events| (events, ca.journal(), ca.bundle()))
+        })
+        .await;
+        let rotated = match rotated {
+            Ok(rotated) => rotated,
+            Err(error) => {
+                tracing::error!(%error, "ca rotation task failed");
+                continue;
+            }
+        };
+        match rotated {
+            Ok((events, journal, bundle)) => {
+                log_events(&events);
+                if journal == persisted {
+                    continue;
+                }
+                let written = match datastore.set_ca_journal(&server_id, &journal).await {
+                    Ok(()) => datastore.set_bundle(&bundle).await,
+                    Err(error) => Err(error),
+                };
+                match written {
+                    Ok(()) => persisted = journal,
+                    // Retried on the next tick, since `persisted` is unchanged.
+                    Err(error) => tracing::error!(%error, "cannot persist the ca state"),
+                }
+            }
+            Err(error) => tracing::error!(%error, "ca rotation failed"),
+        }
+    }
+}
+
+fn log_events(events: &[CaEvent]) {
+    for event in events {
+        match event {
+            CaEvent::X509Prepared { not_after } => {
+                tracing::info!(not_after = unix_seconds(*not_after), "x509 ca prepared");
+            }
+            CaEvent::X509Activated { not_after } => {
+                tracing::info!(not_after = unix_seconds(*not_after), "x509 ca activated");
+            }
+            CaEvent::X509Retired => tracing::info!("x509 ca retired"),
+            CaEvent::JwtPrepared { kid } => tracing::info!(%kid, "jwt key prepared"),
+            CaEvent::JwtActivated { kid } => tracing::info!(%kid, "jwt key activated"),
+            CaEvent::JwtRetired { kid } => tracing::info!(%kid, "jwt key retired"),
+        }
+    }
+}
+
+/// A time as seconds since the Unix epoch, for logs (0 before the epoch).
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Creates `dir` (and its parents) with mode 0700 when missing.
+fn create_private_dir(dir: &Path) -> Result<(), RunError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| RunError::Io {
+            action: "cannot create directory",
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RunError {
+    let path = path.to_owned();
+    move |source| RunError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Prepares the admin socket's place: its directory is created 0700 when missing and must
+/// not be writable by group or others; the path must hold nothing, or a socket that nobody
+/// answers on (a stale one).
+fn check_admin_socket(path: &Path) -> Result<(), RunError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            create_private_dir(dir)?;
+        }
+        let mode = fs::metadata(dir)
+            .map_err(io_error("cannot read admin socket directory", dir))?
+            .permissions()
+            .mode();
+        if mode & 0o022 != 0 {
+            return Err(RunError::InsecureSocketDir {
+                path: dir.to_owned(),
+                mode: mode & 0o7777,
+            });
+        }
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(RunError::SocketInUse(path.to_owned()));
+            }
+            Ok(())
+        }
+        Ok(_) => Err(RunError::NotASocket(path.to_owned())),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(io_error("cannot inspect admin socket", path)(error)),
+    }
+}
+
+/// Binds the admin socket (after [`check_admin_socket`], run again since the CA start came
+/// in between): a stale socket is removed; the socket is made 0600.
+fn bind_admin_socket(path: &Path) -> Result<UnixListener, RunError> {
+    check_admin_socket(path)?;
+    if fs::symlink_metadata(path).is_ok() {
+        fs::remove_file(path).map_err(io_error("cannot remove stale admin socket", path))?;
+    }
+    let listener = UnixListener::bind(path).map_err(io_error("cannot bind admin socket", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .map_err(io_error("cannot set the mode of admin socket", path))?;
+    Ok(listener)
+}

@@ -209,16 +209,27 @@ async fn create(args: CreateArgs, output: Output) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let Some(result) = response.results.into_iter().next() else {
+    let result = response.results.into_iter().next();
+    print_single(result.map(|r| (r.status, r.entry)), "Entry created", output)
+}
+
+/// Prints the one entry that a batch call of one item returned, or fails with the error that
+/// item carried.
+fn print_single(
+    result: Option<(Option<pb::Status>, Option<pb::RegistrationEntry>)>,
+    done: &str,
+    output: Output,
+) -> anyhow::Result<()> {
+    let Some((status, entry)) = result else {
         bail!("the server returned no result");
     };
-    check_item(result.status.as_ref())?;
-    let Some(entry) = result.entry else {
+    check_item(status.as_ref())?;
+    let Some(entry) = entry else {
         bail!("the server returned no entry");
     };
     match output {
         Output::Text => {
-            println!("Entry created");
+            println!("{done}");
             print_entry(&entry);
         }
         Output::Json => println!("{}", entry_json(&entry)),
@@ -331,21 +342,8 @@ async fn update(args: UpdateArgs, output: Output) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let Some(result) = response.results.into_iter().next() else {
-        bail!("the server returned no result");
-    };
-    check_item(result.status.as_ref())?;
-    let Some(entry) = result.entry else {
-        bail!("the server returned no entry");
-    };
-    match output {
-        Output::Text => {
-            println!("Entry updated");
-            print_entry(&entry);
-        }
-        Output::Json => println!("{}", entry_json(&entry)),
-    }
-    Ok(())
+    let result = response.results.into_iter().next();
+    print_single(result.map(|r| (r.status, r.entry)), "Entry updated", output)
 }
 
 async fn delete(args: DeleteArgs, output: Output) -> anyhow::Result<()> {

@@ -32,6 +32,18 @@ fn settings(ttl: Duration) -> CaSettings {
     }
 }
 
+/// A new CA with in-memory keys, started at `t0`, and what its start did.
+fn fresh_ca(ttl: Duration) -> (CertificateAuthority, Vec<CaEvent>) {
+    CertificateAuthority::start(
+        settings(ttl),
+        Arc::new(MemoryKeyManager::new()),
+        None,
+        None,
+        t0(),
+    )
+    .unwrap()
+}
+
 fn workload() -> SpiffeId {
     "spiffe://example.org/web".parse().unwrap()
 }
@@ -89,14 +101,7 @@ fn kinds(events: &[CaEvent]) -> Vec<&'static str> {
 #[test]
 fn the_whole_rotation_cycle_under_a_forced_clock() {
     let ttl = 6 * HOUR;
-    let (mut ca, events) = CertificateAuthority::start(
-        settings(ttl),
-        Arc::new(MemoryKeyManager::new()),
-        None,
-        None,
-        t0(),
-    )
-    .unwrap();
+    let (mut ca, events) = fresh_ca(ttl);
     assert_eq!(
         kinds(&events),
         [
@@ -186,14 +191,7 @@ fn the_whole_rotation_cycle_under_a_forced_clock() {
 #[test]
 fn no_svid_outlives_its_authority() {
     let ttl = 6 * HOUR;
-    let (ca, _) = CertificateAuthority::start(
-        settings(ttl),
-        Arc::new(MemoryKeyManager::new()),
-        None,
-        None,
-        t0(),
-    )
-    .unwrap();
+    let (ca, _) = fresh_ca(ttl);
     let ca_end = ca.active_x509().unwrap().not_after();
     let t = t0() + 5 * HOUR;
     let (capped, not_after) = sign_and_verify(&ca, 2 * HOUR, t);
@@ -282,14 +280,7 @@ fn a_server_down_past_every_expiry_starts_over() {
 #[test]
 fn a_journal_naming_a_lost_key_is_refused() {
     let ttl = 6 * HOUR;
-    let (ca, _) = CertificateAuthority::start(
-        settings(ttl),
-        Arc::new(MemoryKeyManager::new()),
-        None,
-        None,
-        t0(),
-    )
-    .unwrap();
+    let (ca, _) = fresh_ca(ttl);
     let journal = ca.journal();
     let error = CertificateAuthority::start(
         settings(ttl),

@@ -86,19 +86,26 @@ struct TestCa {
     der: CertificateDer<'static>,
 }
 
+/// The parameters of a well-formed CA certificate of the test trust domain, valid a day
+/// either side of now; tests then break one rule at a time.
+fn well_formed_ca_params(common_name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.subject_alt_names = vec![SanType::URI(format!("spiffe://{TD}").try_into().unwrap())];
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = (now() - hours(24)).into();
+    params.not_after = (now() + hours(24)).into();
+    params
+}
+
 impl TestCa {
     fn new(customize: impl FnOnce(&mut CertificateParams)) -> Self {
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "test root");
-        params.subject_alt_names = vec![SanType::URI(format!("spiffe://{TD}").try_into().unwrap())];
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.not_before = (now() - hours(24)).into();
-        params.not_after = (now() + hours(24)).into();
+        let mut params = well_formed_ca_params("test root");
         customize(&mut params);
         let der = params.self_signed(&key).unwrap().der().clone();
         Self { key, params, der }
@@ -111,16 +118,7 @@ impl TestCa {
     /// A CA signed by this one.
     fn sub_ca(&self, customize: impl FnOnce(&mut CertificateParams)) -> Self {
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "test intermediate");
-        params.subject_alt_names = vec![SanType::URI(format!("spiffe://{TD}").try_into().unwrap())];
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.not_before = (now() - hours(24)).into();
-        params.not_after = (now() + hours(24)).into();
+        let mut params = well_formed_ca_params("test intermediate");
         params.use_authority_key_identifier_extension = true;
         customize(&mut params);
         let der = params

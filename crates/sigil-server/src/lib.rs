@@ -8,5 +8,7 @@ pub mod api;
 pub mod ca;
 pub mod config;
 pub mod datastore;
+pub mod hub;
 pub mod index;
 pub mod run;
+pub mod state;

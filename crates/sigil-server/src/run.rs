@@ -1,7 +1,8 @@
 //! `sigil server run`: brings a server up from its config and serves until told to stop.
 //!
 //! Startup order: data directory, datastore, key manager, CA (resumed from the journal in the
-//! datastore), entry index, admin socket. The CA rotates every [`ROTATE_INTERVAL`]; its
+//! datastore), the shared [`ServerState`] (entry index, agents, federated bundles), admin
+//! socket. The CA rotates every [`ROTATE_INTERVAL`]; its
 //! journal and bundle are written back whenever they change.
 
 use std::fs;
@@ -9,22 +10,21 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sigil_core::server_spiffe_id;
-use sigil_proto::server::v1::entry_server::EntryServer;
 use sigil_spiffe::SpiffeIdError;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::api::EntryApi;
+use crate::api;
 use crate::ca::{
     CaError, CaEvent, CaSettings, CertificateAuthority, DiskKeyManager, KeyManagerError,
 };
 use crate::config::{Config, Datastore};
 use crate::datastore::{DataStore, DataStoreError};
-use crate::index::EntryIndex;
+use crate::state::{ServerState, StateSettings};
 
 /// How often the CA is asked to rotate.
 pub const ROTATE_INTERVAL: Duration = Duration::from_secs(10);
@@ -122,28 +122,22 @@ pub async fn run(
     tracing::info!(resumed, sequence = ca.sequence(), "ca started");
     log_events(&events);
     let persisted = persist(&datastore, server_id.as_str(), &ca).await?;
-    let ca = Arc::new(Mutex::new(ca));
+    let settings = StateSettings {
+        trust_domain: config.trust_domain.clone(),
+        default_x509_ttl: config.svid.default_x509_ttl,
+        default_jwt_ttl: config.svid.default_jwt_ttl,
+    };
+    let state = Arc::new(ServerState::load(settings, datastore.clone(), ca).await?);
     let rotation = tokio::spawn(rotate_forever(
-        Arc::clone(&ca),
-        datastore.clone(),
+        Arc::clone(&state),
         server_id.to_string(),
         persisted,
     ));
 
-    let mut index = EntryIndex::new(&config.trust_domain)?;
-    let entries = datastore.all_entries().await?;
-    let count = entries.len();
-    for entry in entries {
-        index.upsert_entry(entry);
-    }
-    tracing::info!(entries = count, "entry index loaded");
-    let index = Arc::new(RwLock::new(index));
-
     let listener = bind_admin_socket(&config.admin_socket)?;
     tracing::info!(admin_socket = %config.admin_socket.display(), "admin api listening");
-    let entry_api = EntryApi::new(config.trust_domain.clone(), datastore.clone(), index);
     let served = tonic::transport::Server::builder()
-        .add_service(EntryServer::new(entry_api))
+        .add_routes(api::admin_routes(&state))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
 
@@ -180,28 +174,17 @@ async fn persist(
     Ok(journal)
 }
 
-async fn rotate_forever(
-    ca: Arc<Mutex<CertificateAuthority>>,
-    datastore: DataStore,
-    server_id: String,
-    mut persisted: Vec<u8>,
-) {
+async fn rotate_forever(state: Arc<ServerState>, server_id: String, mut persisted: Vec<u8>) {
     let mut ticks = tokio::time::interval(ROTATE_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick completes at once; start() has just rotated.
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        let ca = Arc::clone(&ca);
+        let rotating = Arc::clone(&state);
         // Rotation may generate keys (RSA takes a while): keep it off the async workers.
-        let rotated = tokio::task::spawn_blocking(move || {
-            // A panic inside rotate() would poison the lock; the CA's state is still the
-            // last consistent one (rotate builds new slots before swapping), so go on.
-            let mut ca = ca.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            ca.rotate(SystemTime::now())
-                .map(|events| (events, ca.journal(), ca.bundle()))
-        })
-        .await;
+        let rotated =
+            tokio::task::spawn_blocking(move || rotating.rotate_ca(SystemTime::now())).await;
         let rotated = match rotated {
             Ok(rotated) => rotated,
             Err(error) => {
@@ -210,17 +193,21 @@ async fn rotate_forever(
             }
         };
         match rotated {
-            Ok((events, journal, bundle)) => {
-                log_events(&events);
-                if journal == persisted {
+            Ok(rotation) => {
+                log_events(&rotation.events);
+                if rotation.journal == persisted {
                     continue;
                 }
-                let written = match datastore.set_ca_journal(&server_id, &journal).await {
-                    Ok(()) => datastore.set_bundle(&bundle).await,
+                let datastore = state.datastore();
+                let written = match datastore
+                    .set_ca_journal(&server_id, &rotation.journal)
+                    .await
+                {
+                    Ok(()) => datastore.set_bundle(&rotation.bundle).await,
                     Err(error) => Err(error),
                 };
                 match written {
-                    Ok(()) => persisted = journal,
+                    Ok(()) => persisted = rotation.journal,
                     // Retried on the next tick, since `persisted` is unchanged.
                     Err(error) => tracing::error!(%error, "cannot persist the ca state"),
                 }

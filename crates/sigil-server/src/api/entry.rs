@@ -1,56 +1,31 @@
 //! The admin `Entry` service: list, get, and batch create/update/delete of registration
-//! entries. Every write goes to the datastore first and then to the in-memory
-//! [`EntryIndex`], under one lock so that the index applies writes in the datastore's order.
+//! entries. Writes go through [`ServerState`], which orders them and wakes the sync streams
+//! of the agents they affect.
 //! `SyncAuthorizedEntries` belongs to the agent API and is not served here.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sigil_core::wire;
 use sigil_core::{EntryId, RegistrationEntry};
 use sigil_proto::server::v1 as pb;
 use sigil_proto::server::v1::entry_server::Entry;
-use sigil_spiffe::TrustDomain;
-use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
 use super::status;
 use crate::datastore::{DataStore, EntryFilter};
-use crate::index::EntryIndex;
+use crate::state::ServerState;
 
-/// The `Entry` service over a datastore and the index of the running server.
-#[derive(Debug)]
+/// The admin `Entry` service over the running server's state.
+#[derive(Debug, Clone)]
 pub struct EntryApi {
-    trust_domain: TrustDomain,
-    datastore: DataStore,
-    index: Arc<RwLock<EntryIndex>>,
-    /// Serializes writes so that the index sees them in the order the datastore did.
-    writer: Mutex<()>,
+    state: Arc<ServerState>,
 }
 
 impl EntryApi {
-    /// The service for `trust_domain`, writing to `datastore` and keeping `index` current.
-    pub fn new(
-        trust_domain: TrustDomain,
-        datastore: DataStore,
-        index: Arc<RwLock<EntryIndex>>,
-    ) -> Self {
-        Self {
-            trust_domain,
-            datastore,
-            index,
-            writer: Mutex::new(()),
-        }
-    }
-
-    fn with_index(&self, change: impl FnOnce(&mut EntryIndex)) {
-        // A panic while holding the lock leaves the index as the panicking writer left it;
-        // the datastore stays the truth, so keep serving rather than poisoning every call.
-        let mut index = self
-            .index
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        change(&mut index);
+    /// The service over `state`.
+    pub fn new(state: Arc<ServerState>) -> Self {
+        Self { state }
     }
 
     async fn create_one(
@@ -62,61 +37,34 @@ impl EntryApi {
         entry.created_at = unix_now();
         entry.revision = 0;
         entry
-            .validate(&self.trust_domain)
+            .validate(self.state.trust_domain())
             .map_err(|e| status::invalid_entry(&e))?;
-        let _writer = self.writer.lock().await;
-        let stored = self
-            .datastore
+        self.state
             .create_entry(&entry)
             .await
-            .map_err(|e| status::datastore(&e))?;
-        self.with_index(|index| {
-            index.upsert_entry(stored.clone());
-        });
-        Ok(stored)
+            .map_err(|e| status::datastore(&e))
     }
 
     async fn update_one(
         &self,
         message: &pb::RegistrationEntry,
     ) -> Result<RegistrationEntry, Status> {
-        let (_, mut entry) = wire::entry(message, false).map_err(|e| status::wire(&e))?;
+        let (_, entry) = wire::entry(message, false).map_err(|e| status::wire(&e))?;
         entry
-            .validate(&self.trust_domain)
+            .validate(self.state.trust_domain())
             .map_err(|e| status::invalid_entry(&e))?;
-        let _writer = self.writer.lock().await;
-        let Some(existing) = self
-            .datastore
-            .entry(&entry.id)
+        self.state
+            .update_entry(entry)
             .await
-            .map_err(|e| status::datastore(&e))?
-        else {
-            return Err(Status::not_found(format!("entry {} not found", entry.id)));
-        };
-        // The creation time is the server's record, not the caller's to change.
-        entry.created_at = existing.created_at;
-        let stored = self
-            .datastore
-            .update_entry(&entry)
-            .await
-            .map_err(|e| status::datastore(&e))?;
-        self.with_index(|index| {
-            index.upsert_entry(stored.clone());
-        });
-        Ok(stored)
+            .map_err(|e| status::datastore(&e))
     }
 
     async fn delete_one(&self, id: &str) -> Result<(), Status> {
         let id = parse_id(id)?;
-        let _writer = self.writer.lock().await;
-        self.datastore
+        self.state
             .delete_entry(&id)
             .await
-            .map_err(|e| status::datastore(&e))?;
-        self.with_index(|index| {
-            index.remove_entry(&id);
-        });
-        Ok(())
+            .map_err(|e| status::datastore(&e))
     }
 }
 
@@ -161,7 +109,8 @@ impl Entry for EntryApi {
             )
         };
         let page = self
-            .datastore
+            .state
+            .datastore()
             .list_entries(&filter, after.as_ref(), page_size)
             .await
             .map_err(|e| status::datastore(&e))?;
@@ -177,7 +126,8 @@ impl Entry for EntryApi {
     ) -> Result<Response<pb::RegistrationEntry>, Status> {
         let id = parse_id(&request.into_inner().id)?;
         match self
-            .datastore
+            .state
+            .datastore()
             .entry(&id)
             .await
             .map_err(|e| status::datastore(&e))?

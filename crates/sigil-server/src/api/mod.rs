@@ -1,7 +1,19 @@
-//! The gRPC services of the server. Today the admin `Entry` service, served on the admin Unix
-//! socket; the agent API (mTLS) comes next.
+//! The gRPC services of the server: the admin services served on the admin Unix socket
+//! ([`admin_routes`]), and the agent API (mTLS) next.
 
 pub mod entry;
 pub mod status;
 
+use std::sync::Arc;
+
+use sigil_proto::server::v1::entry_server::EntryServer;
+use tonic::service::Routes;
+
 pub use entry::EntryApi;
+
+use crate::state::ServerState;
+
+/// Every service of the admin socket.
+pub fn admin_routes(state: &Arc<ServerState>) -> Routes {
+    Routes::new(EntryServer::new(EntryApi::new(Arc::clone(state))))
+}

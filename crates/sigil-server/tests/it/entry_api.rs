@@ -1,33 +1,29 @@
 //! The admin `Entry` service in process, over a real SQLite datastore: per-item batch
 //! results, paging, update and delete, and the index kept in step.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use sigil_core::EntryId;
 use sigil_proto::server::v1 as pb;
 use sigil_proto::server::v1::entry_server::Entry;
 use sigil_server::api::EntryApi;
-use sigil_server::datastore::DataStore;
-use sigil_server::index::EntryIndex;
-use sigil_spiffe::TrustDomain;
+use sigil_server::state::ServerState;
 use tonic::{Code, Request};
+
+use crate::support;
 
 struct Fixture {
     api: EntryApi,
-    index: Arc<RwLock<EntryIndex>>,
-    _dir: tempfile::TempDir,
+    state: Arc<ServerState>,
+    _fixture: support::TestState,
 }
 
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("db.sqlite3").display());
-    let store = DataStore::open(&url).await.unwrap();
-    let td = TrustDomain::new("example.org").unwrap();
-    let index = Arc::new(RwLock::new(EntryIndex::new(&td).unwrap()));
+    let fixture = support::state().await;
     Fixture {
-        api: EntryApi::new(td, store, Arc::clone(&index)),
-        index,
-        _dir: dir,
+        api: EntryApi::new(Arc::clone(&fixture.state)),
+        state: Arc::clone(&fixture.state),
+        _fixture: fixture,
     }
 }
 
@@ -84,10 +80,9 @@ async fn batch_create_reports_each_item_and_fills_the_index() {
     assert_eq!(results[4].0, Code::InvalidArgument as i32);
     assert!(results[4].1.starts_with("spiffe_id"), "{}", results[4].1);
 
-    let index = f.index.read().unwrap();
-    assert_eq!(index.entry_count(), 2);
+    assert_eq!(f.state.entry_count(), 2);
     assert!(
-        index
+        f.state
             .entry(&"my-entry".parse::<EntryId>().unwrap())
             .is_some()
     );
@@ -195,7 +190,7 @@ async fn update_and_delete_keep_datastore_and_index_in_step() {
     );
     let entry_id: EntryId = id.parse().unwrap();
     assert_eq!(
-        f.index.read().unwrap().entry(&entry_id).unwrap().hint,
+        f.state.entry(&entry_id).unwrap().hint,
         "blue"
     );
 
@@ -213,7 +208,7 @@ async fn update_and_delete_keep_datastore_and_index_in_step() {
         deleted[1].status.as_ref().unwrap().code,
         Code::NotFound as i32
     );
-    assert_eq!(f.index.read().unwrap().entry_count(), 0);
+    assert_eq!(f.state.entry_count(), 0);
     let gone = f
         .api
         .get_entry(Request::new(pb::GetEntryRequest { id }))

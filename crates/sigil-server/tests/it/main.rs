@@ -8,3 +8,4 @@ mod config;
 mod datastore;
 mod entry_api;
 mod index;
+mod support;

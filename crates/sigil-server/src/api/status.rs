@@ -4,8 +4,10 @@
 use sigil_core::EntryError;
 use sigil_core::wire::WireError;
 use sigil_proto::server::v1 as pb;
+use sigil_spiffe::{JwtError, KeyError, X509SvidError};
 use tonic::{Code, Status};
 
+use crate::ca::CaError;
 use crate::datastore::DataStoreError;
 
 /// A datastore failure as a status. Missing and duplicate records are the caller's business
@@ -32,6 +34,35 @@ pub fn wire(error: &WireError) -> Status {
 /// An entry that breaks a rule of the model (foreign trust domain, no selectors, ...).
 pub fn invalid_entry(error: &EntryError) -> Status {
     Status::invalid_argument(error.to_string())
+}
+
+/// A signing failure as a status. What the caller sent (a CSR that does not parse or verify,
+/// a key or DNS name that cannot go in a certificate) is `InvalidArgument`; a CA without an
+/// active authority is `Unavailable` (it comes back once rotation catches up); anything else is
+/// logged and `Internal`.
+pub fn ca(error: &CaError) -> Status {
+    match error {
+        CaError::X509(
+            X509SvidError::CsrMalformed
+            | X509SvidError::CsrSignature
+            | X509SvidError::UnsupportedPublicKey(_)
+            | X509SvidError::Key(KeyError::InvalidPublicKey(_)),
+        ) => Status::invalid_argument(format!("csr: {error}")),
+        CaError::X509(X509SvidError::InvalidDnsName(_)) => {
+            Status::invalid_argument(format!("dns_names: {error}"))
+        }
+        CaError::Jwt(JwtError::EmptyAudience | JwtError::EmptyAudienceValue) => {
+            Status::invalid_argument(format!("audience: {error}"))
+        }
+        CaError::NoActiveAuthority(_) => {
+            tracing::error!(%error, "cannot sign");
+            Status::unavailable(error.to_string())
+        }
+        _ => {
+            tracing::error!(%error, "signing failed");
+            Status::internal(error.to_string())
+        }
+    }
 }
 
 /// A status as the per-item result of a batch call.

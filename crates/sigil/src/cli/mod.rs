@@ -1,7 +1,9 @@
 //! The command tree and its dispatch; each command group lives in its own module.
 
+mod bundle;
 mod client;
 mod entry;
+mod mint;
 mod server;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -37,6 +39,15 @@ enum Command {
     /// Registration entries, through the server's admin socket.
     #[command(subcommand)]
     Entry(entry::EntryCommand),
+    /// Trust bundles: this server's own and the federated ones.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+    /// X.509-SVIDs minted by the server for any workload ID.
+    #[command(subcommand)]
+    X509(mint::X509Command),
+    /// JWT-SVIDs minted by the server for any workload ID.
+    #[command(subcommand)]
+    Jwt(mint::JwtCommand),
 }
 
 /// Runs a parsed command line.
@@ -44,6 +55,9 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(command) => server::run(command, cli.output),
         Command::Entry(command) => entry::run(command, cli.output),
+        Command::Bundle(command) => bundle::run(command, cli.output),
+        Command::X509(command) => mint::run_x509(command, cli.output),
+        Command::Jwt(command) => mint::run_jwt(command, cli.output),
     }
 }
 

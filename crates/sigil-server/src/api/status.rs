@@ -42,17 +42,18 @@ pub fn invalid_entry(error: &EntryError) -> Status {
 /// logged and `Internal`.
 pub fn ca(error: &CaError) -> Status {
     match error {
+        // The inner error's message, without the "x509 authority: " of the CA's own.
         CaError::X509(
-            X509SvidError::CsrMalformed
+            inner @ (X509SvidError::CsrMalformed
             | X509SvidError::CsrSignature
             | X509SvidError::UnsupportedPublicKey(_)
-            | X509SvidError::Key(KeyError::InvalidPublicKey(_)),
-        ) => Status::invalid_argument(format!("csr: {error}")),
-        CaError::X509(X509SvidError::InvalidDnsName(_)) => {
-            Status::invalid_argument(format!("dns_names: {error}"))
+            | X509SvidError::Key(KeyError::InvalidPublicKey(_))),
+        ) => Status::invalid_argument(format!("csr: {inner}")),
+        CaError::X509(inner @ X509SvidError::InvalidDnsName(_)) => {
+            Status::invalid_argument(format!("dns_names: {inner}"))
         }
-        CaError::Jwt(JwtError::EmptyAudience | JwtError::EmptyAudienceValue) => {
-            Status::invalid_argument(format!("audience: {error}"))
+        CaError::Jwt(inner @ (JwtError::EmptyAudience | JwtError::EmptyAudienceValue)) => {
+            Status::invalid_argument(format!("audience: {inner}"))
         }
         CaError::NoActiveAuthority(_) => {
             tracing::error!(%error, "cannot sign");

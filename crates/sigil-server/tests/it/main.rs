@@ -3,9 +3,11 @@
 // Test helpers outside `#[test]` functions unwrap too; a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
+mod bundle_api;
 mod ca;
 mod config;
 mod datastore;
 mod entry_api;
 mod index;
 mod support;
+mod svid_admin;

@@ -85,7 +85,8 @@ impl TlsMaterial {
     pub fn set_svid(&self, svid: &X509Svid) -> Result<(), TlsError> {
         let key = certified_key(svid)?;
         self.certified_key.store(Some(Arc::new(key)));
-        self.spiffe_id.store(Some(Arc::new(svid.spiffe_id().clone())));
+        self.spiffe_id
+            .store(Some(Arc::new(svid.spiffe_id().clone())));
         Ok(())
     }
 

@@ -3,6 +3,8 @@
 // Test helpers outside `#[test]` functions unwrap too; a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
+mod agent_api;
+mod agent_client;
 mod ca;
 mod config;
 mod datastore;

@@ -255,7 +255,10 @@ async fn a_client_without_an_svid_is_anonymous_where_allowed_and_refused_elsewhe
     let server = tls::server_config(server_material, Authorizer::any()).unwrap();
     let client = tls::client_config(anonymous.clone(), Authorizer::any()).unwrap();
     let (server_saw, _) = handshake(server, client).await;
-    assert!(server_saw.is_err(), "an anonymous client passed mandatory auth");
+    assert!(
+        server_saw.is_err(),
+        "an anonymous client passed mandatory auth"
+    );
 
     // Once given an SVID, the same material presents it.
     anonymous
@@ -297,7 +300,10 @@ async fn rotation_takes_effect_without_rebuilding_the_configs() {
     let (server_saw, client_saw) = handshake(server, client).await;
     assert_eq!(server_saw.unwrap(), Some(id("spiffe://b.test/client")));
     assert_eq!(client_saw.unwrap(), Some(id("spiffe://a.test/server")));
-    assert_eq!(client_material.spiffe_id(), Some(id("spiffe://b.test/client")));
+    assert_eq!(
+        client_material.spiffe_id(),
+        Some(id("spiffe://b.test/client"))
+    );
 }
 
 // --- spiffe-rustls, fed by the spiffe crate's X509Source over a Workload API socket ----------

@@ -10,4 +10,5 @@ mod config;
 mod datastore;
 mod entry_api;
 mod index;
+mod run;
 mod support;

@@ -241,6 +241,10 @@ pub fn is_dns_name(name: &str) -> bool {
     if name.is_empty() || name.len() > 253 {
         return false;
     }
+    // A wildcard must be followed by a name: `*.example.org`, never `*` alone.
+    if name == "*" {
+        return false;
+    }
     name.split('.').enumerate().all(|(i, label)| {
         (i == 0 && label == "*")
             || (!label.is_empty()
@@ -378,6 +382,7 @@ mod tests {
             "-a",
             "a-",
             "a.*.b",
+            "*",
             "a_b",
             "a b",
             long_label.as_str(),

@@ -10,7 +10,6 @@ use sigil_core::{EntryId, RegistrationEntry};
 use sigil_proto::server::v1 as pb;
 use sigil_proto::server::v1::svid_server::Svid;
 use sigil_spiffe::SpiffeId;
-use sigil_spiffe::x509::X509SvidError;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
@@ -18,7 +17,6 @@ use super::attest::admin_only;
 use super::peer::authenticate;
 use super::svid_message;
 use crate::api::status;
-use crate::ca::CaError;
 use crate::state::{ServerState, unix};
 
 /// The most CSRs one batch may carry.
@@ -64,20 +62,6 @@ impl SvidEndpoint {
     }
 }
 
-fn sign_error(error: &CaError) -> Status {
-    match error {
-        CaError::X509(
-            inner @ (X509SvidError::CsrMalformed
-            | X509SvidError::CsrSignature
-            | X509SvidError::UnsupportedPublicKey(_)),
-        ) => Status::invalid_argument(format!("csr: {inner}")),
-        _ => {
-            tracing::error!(%error, "cannot sign an x509-svid");
-            Status::internal("cannot sign the x509-svid")
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl Svid for SvidEndpoint {
     async fn batch_new_x509svid(
@@ -119,7 +103,7 @@ impl Svid for SvidEndpoint {
                             ttl,
                             now,
                         )
-                        .map_err(|e| sign_error(&e))
+                        .map_err(|e| status::ca(&e))
                     })
                 })
                 .collect::<Vec<_>>()

@@ -490,7 +490,10 @@ impl X509Authority {
         rcgen_params.distinguished_name = subject.to_rcgen()?;
         rcgen_params.subject_alt_names = vec![uri_san(&params.spiffe_id)?];
         for name in &params.dns_names {
-            if rustls_pki_types::DnsName::try_from(name.as_str()).is_err() {
+            // A wildcard is allowed as the whole leftmost label (`*.example.org`), as SPIRE
+            // entries and web PKI use it; the rest must be a valid name.
+            let checked = name.strip_prefix("*.").unwrap_or(name);
+            if rustls_pki_types::DnsName::try_from(checked).is_err() || checked.contains('*') {
                 return Err(X509SvidError::InvalidDnsName(name.clone()));
             }
             let ia5 = rcgen::string::Ia5String::try_from(name.as_str())

@@ -706,6 +706,33 @@ fn issuance_caps_ttl_and_ignores_what_the_csr_asks_for() {
         ca.sign_csr(&csr, &bad_dns).unwrap_err(),
         X509SvidError::InvalidDnsName("not a name".into())
     );
+    // A wildcard is allowed only as the whole leftmost label.
+    for bad in ["*", "a.*.example.org", "*.*.example.org", "w*.example.org"] {
+        let mut params = p("/w");
+        params.dns_names = vec![bad.into()];
+        assert_eq!(
+            ca.sign_csr(&csr, &params).unwrap_err(),
+            X509SvidError::InvalidDnsName(bad.into()),
+            "{bad}"
+        );
+    }
+    let mut wildcard = p("/w");
+    wildcard.dns_names = vec!["*.example.org".into(), "example.org".into()];
+    let issued = ca.sign_csr(&csr, &wildcard).unwrap();
+    let (_, leaf) = x509_parser::parse_x509_certificate(issued.leaf()).unwrap();
+    let names: Vec<String> = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["*.example.org", "example.org"]);
 }
 
 #[test]

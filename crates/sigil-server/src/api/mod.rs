@@ -1,14 +1,17 @@
 //! The gRPC services of the server: the admin services served on the admin Unix socket
 //! ([`admin_routes`]), and the agent API (mTLS) next.
 
+pub mod agent_admin;
 pub mod entry;
 pub mod status;
 
 use std::sync::Arc;
 
+use sigil_proto::server::v1::agent_server::AgentServer;
 use sigil_proto::server::v1::entry_server::EntryServer;
 use tonic::service::Routes;
 
+pub use agent_admin::AgentAdminApi;
 pub use entry::EntryApi;
 
 use crate::state::ServerState;
@@ -16,4 +19,5 @@ use crate::state::ServerState;
 /// Every service of the admin socket.
 pub fn admin_routes(state: &Arc<ServerState>) -> Routes {
     Routes::new(EntryServer::new(EntryApi::new(Arc::clone(state))))
+        .add_service(AgentServer::new(AgentAdminApi::new(Arc::clone(state))))
 }

@@ -37,7 +37,7 @@ pub(crate) struct SocketArgs {
         env = "SIGIL_SERVER_SOCKET",
         default_value = "/run/sigil/server/admin.sock"
     )]
-    server_socket: PathBuf,
+    pub(crate) server_socket: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -367,7 +367,7 @@ async fn delete(args: DeleteArgs, output: Output) -> anyhow::Result<()> {
 }
 
 /// A failed call as an error carrying the server's message.
-fn status_error(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
 

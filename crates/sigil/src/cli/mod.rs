@@ -1,8 +1,10 @@
 //! The command tree and its dispatch; each command group lives in its own module.
 
+mod agent;
 mod client;
 mod entry;
 mod server;
+mod token;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sigil_server::config::ConfigError;
@@ -37,6 +39,12 @@ enum Command {
     /// Registration entries, through the server's admin socket.
     #[command(subcommand)]
     Entry(entry::EntryCommand),
+    /// Attested agents, through the server's admin socket.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// Join tokens for agent attestation, through the server's admin socket.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Runs a parsed command line.
@@ -44,6 +52,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(command) => server::run(command, cli.output),
         Command::Entry(command) => entry::run(command, cli.output),
+        Command::Agent(command) => agent::run(command, cli.output),
+        Command::Token(command) => token::run(command, cli.output),
     }
 }
 

@@ -3,6 +3,8 @@
 // Tests fail by panicking; unwrap is how they say "this must work".
 #![allow(clippy::unwrap_used)]
 
+mod agent_admin;
+mod harness;
 mod server_run;
 mod server_validate;
 mod usage;

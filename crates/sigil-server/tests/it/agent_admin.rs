@@ -7,8 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sigil_core::{AttestedNode, RegistrationEntry, SelectorSet};
 use sigil_proto::server::v1 as pb;
+use sigil_proto::server::v1::agent_client::AgentClient;
 use sigil_proto::server::v1::agent_server::Agent;
-use sigil_server::api::AgentAdminApi;
+use sigil_server::api::{AgentAdminApi, admin_routes};
 use sigil_server::datastore::{DataStore, DataStoreError, NodeFilter};
 use sigil_server::state::{AgentAuthError, AttestError, ServerState};
 use sigil_spiffe::SpiffeId;
@@ -434,22 +435,6 @@ async fn a_join_token_is_stored_once_with_its_agent_id_and_ttl() {
     );
 }
 
-#[tokio::test]
-async fn agent_only_calls_are_not_served_on_the_admin_socket() {
-    let f = fixture().await;
-    let status = f
-        .api
-        .renew_agent(Request::new(pb::RenewAgentRequest { csr: vec![1, 2, 3] }))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert!(
-        status.message().contains("agent API"),
-        "{}",
-        status.message()
-    );
-}
-
 /// One bad call of the table.
 enum Call {
     Get(&'static str),
@@ -590,4 +575,82 @@ async fn bad_inputs_get_a_clear_error_and_change_nothing() {
         f.state.authenticate_agent(&id(ALICE), "01").unwrap();
         assert_eq!(f.state.authorized_entries(&id(ALICE)).len(), 1, "{what}");
     }
+}
+
+/// Serves `admin_routes` on a loopback TCP port (the same routes the admin socket serves) and
+/// returns a client of the `Agent` service.
+async fn served_client(state: &Arc<ServerState>) -> AgentClient<tonic::transport::Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let routes = admin_routes(state);
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    AgentClient::connect(format!("http://{address}"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_admin_routes_serve_the_agent_service_without_its_agent_only_calls() {
+    let f = fixture().await;
+    attest(&f.state, ALICE, "join_token").await;
+    let mut client = served_client(&f.state).await;
+
+    let listed = client
+        .list_agents(pb::ListAgentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(&listed.agents), [ALICE]);
+
+    let request = pb::AttestAgentRequest {
+        step: Some(pb::attest_agent_request::Step::Params(
+            pb::attest_agent_request::Params {
+                data: Some(pb::AttestationData {
+                    r#type: "join_token".to_owned(),
+                    payload: b"secret".to_vec(),
+                }),
+                csr: vec![0x30],
+            },
+        )),
+    };
+    let status = client
+        .attest_agent(tokio_stream::iter([request]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert!(
+        status
+            .message()
+            .contains("AttestAgent is served on the agent API"),
+        "{}",
+        status.message()
+    );
+    let status = client
+        .renew_agent(pb::RenewAgentRequest { csr: vec![0x30] })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert!(
+        status
+            .message()
+            .contains("RenewAgent is served on the agent API"),
+        "{}",
+        status.message()
+    );
+    // Neither call recorded anything.
+    assert_eq!(
+        ids(&client
+            .list_agents(pb::ListAgentsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .agents),
+        [ALICE]
+    );
 }

@@ -4,9 +4,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod agent_admin;
+mod agent_api;
+mod agent_client;
 mod ca;
 mod config;
 mod datastore;
 mod entry_api;
 mod index;
+mod run;
 mod support;

@@ -9,13 +9,17 @@ use sigil_core::{AttestedNode, RegistrationEntry, SelectorSet};
 use sigil_proto::server::v1 as pb;
 use sigil_proto::server::v1::agent_client::AgentClient;
 use sigil_proto::server::v1::agent_server::Agent;
+use sigil_server::agent_api;
 use sigil_server::api::{AgentAdminApi, admin_routes};
 use sigil_server::datastore::{DataStore, DataStoreError, NodeFilter};
 use sigil_server::state::{AgentAuthError, AttestError, ServerState};
-use sigil_spiffe::SpiffeId;
+use sigil_spiffe::tls::TlsMaterial;
+use sigil_spiffe::x509::{X509Svid, create_csr};
+use sigil_spiffe::{BundleSet, KeyType, PrivateKey, SpiffeId};
 use sqlx::Connection;
 use tonic::{Code, Request, Status};
 
+use crate::agent_client::connect;
 use crate::support;
 
 const ALICE: &str = "spiffe://example.org/sigil/agent/join_token/alice";
@@ -653,4 +657,100 @@ async fn the_admin_routes_serve_the_agent_service_without_its_agent_only_calls()
             .agents),
         [ALICE]
     );
+}
+
+/// Attests over the real agent API (TCP, TLS without a client SVID) with `token`.
+async fn attest_over_tls(
+    state: &ServerState,
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> Result<X509Svid, Status> {
+    let bundles: BundleSet = [state.own_bundle()].into_iter().collect();
+    let material = Arc::new(TlsMaterial::without_svid(bundles));
+    let channel = connect(addr, material, state.server_id().clone())
+        .await
+        .unwrap();
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let request = pb::AttestAgentRequest {
+        step: Some(pb::attest_agent_request::Step::Params(
+            pb::attest_agent_request::Params {
+                data: Some(pb::AttestationData {
+                    r#type: "join_token".to_owned(),
+                    payload: token.as_bytes().to_vec(),
+                }),
+                csr: create_csr(&key, &id("spiffe://example.org/ignored")).unwrap(),
+            },
+        )),
+    };
+    let mut responses = AgentClient::new(channel)
+        .attest_agent(tokio_stream::iter([request]))
+        .await?
+        .into_inner();
+    match responses.message().await?.and_then(|r| r.step) {
+        Some(pb::attest_agent_response::Step::Result(result)) => {
+            let chain = result.svid.unwrap().cert_chain;
+            Ok(X509Svid::new(chain.into_iter().map(Into::into).collect(), key).unwrap())
+        }
+        other => panic!("unexpected attestation answer {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn admin_tokens_attest_on_the_agent_api_and_admin_bans_cut_the_agent_off() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let f = fixture().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = Arc::clone(&f.state);
+    let served = tokio::spawn(async move {
+        agent_api::serve(serving, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+
+    // A token made by the admin API attests once, as the agent ID it names.
+    let made = token(&f.api, 0, ALICE).await.unwrap();
+    let svid = attest_over_tls(&f.state, addr, &made.value).await.unwrap();
+    assert_eq!(svid.spiffe_id(), &id(ALICE));
+    let spent = attest_over_tls(&f.state, addr, &made.value)
+        .await
+        .unwrap_err();
+    assert_eq!(spent.code(), Code::PermissionDenied);
+
+    // The admin API shows the agent with the certificate it got.
+    let shown = get(&f.api, ALICE).await.unwrap();
+    assert_eq!(shown.attestation_type, "join_token");
+    assert_eq!(
+        Some(shown.x509_svid_serial.clone()),
+        agent_api::serial_hex(svid.leaf())
+    );
+    assert!(!shown.can_reattest);
+
+    // Banned through the admin API: renewal is refused; evicted: a new token attests again.
+    ban(&f.api, ALICE).await.unwrap();
+    let bundles: BundleSet = [f.state.own_bundle()].into_iter().collect();
+    let material = Arc::new(TlsMaterial::new(&svid, bundles).unwrap());
+    let channel = connect(addr, material, f.state.server_id().clone())
+        .await
+        .unwrap();
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let refused = AgentClient::new(channel)
+        .renew_agent(pb::RenewAgentRequest {
+            csr: create_csr(&key, &id(ALICE)).unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    evict(&f.api, ALICE).await.unwrap();
+    let again = token(&f.api, 0, ALICE).await.unwrap();
+    let svid = attest_over_tls(&f.state, addr, &again.value).await.unwrap();
+    assert_eq!(svid.spiffe_id(), &id(ALICE));
+    assert!(!get(&f.api, ALICE).await.unwrap().banned);
+
+    f.state.hub().close();
+    let _ = stop.send(());
+    served.await.unwrap();
 }

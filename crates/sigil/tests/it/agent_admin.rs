@@ -1,6 +1,7 @@
 //! `sigil token generate` and `sigil agent list|show|ban|evict` end to end against the real
-//! `sigil server run`. Until agents attest over the agent API, attested agents are written
-//! into the server's SQLite datastore before it starts (the server loads them at start).
+//! `sigil server run`. Until `sigil agent run` exists to attest, attested agents are written
+//! into the server's SQLite datastore before it starts (the server loads them at start); the
+//! attestation with an admin-made token is covered in process (sigil-server's agent_admin).
 
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::DirBuilderExt;

@@ -266,7 +266,10 @@ fn main() {
         signed as f64 / started.elapsed().as_secs_f64()
     });
 
-    println!("agent_signing ({} mode)", if full { "bench" } else { "test" });
+    println!(
+        "agent_signing ({} mode)",
+        if full { "bench" } else { "test" }
+    );
     println!("raw verify+sign, 1 thread : {raw_one:>8.0} /s");
     println!("raw verify+sign, 2 threads: {raw_two:>8.0} /s");
     println!("CA sign_x509_svid, 1 core : {direct_one_core:>8.0} /s");

@@ -1,6 +1,7 @@
 //! The gRPC services of the server: the admin services served on the admin Unix socket
 //! ([`admin_routes`]), and the agent API (mTLS) next.
 
+pub mod agent_admin;
 pub mod bundle;
 pub mod entry;
 pub mod status;
@@ -8,11 +9,13 @@ pub mod svid_admin;
 
 use std::sync::Arc;
 
+use sigil_proto::server::v1::agent_server::AgentServer;
 use sigil_proto::server::v1::bundle_server::BundleServer;
 use sigil_proto::server::v1::entry_server::EntryServer;
 use sigil_proto::server::v1::svid_server::SvidServer;
 use tonic::service::Routes;
 
+pub use agent_admin::AgentAdminApi;
 pub use bundle::BundleApi;
 pub use entry::EntryApi;
 pub use svid_admin::SvidAdminApi;
@@ -24,4 +27,5 @@ pub fn admin_routes(state: &Arc<ServerState>) -> Routes {
     Routes::new(EntryServer::new(EntryApi::new(Arc::clone(state))))
         .add_service(BundleServer::new(BundleApi::new(Arc::clone(state))))
         .add_service(SvidServer::new(SvidAdminApi::new(Arc::clone(state))))
+        .add_service(AgentServer::new(AgentAdminApi::new(Arc::clone(state))))
 }

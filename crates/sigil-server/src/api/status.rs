@@ -4,11 +4,12 @@
 use sigil_core::EntryError;
 use sigil_core::wire::WireError;
 use sigil_proto::server::v1 as pb;
-use sigil_spiffe::{JwtError, KeyError, X509SvidError};
+use sigil_spiffe::{JwtError, KeyError, SpiffeId, TrustDomain, X509SvidError};
 use tonic::{Code, Status};
 
 use crate::ca::CaError;
 use crate::datastore::DataStoreError;
+use crate::state::TokenError;
 
 /// A datastore failure as a status. Missing and duplicate records are the caller's business
 /// and keep their message; a database failure is logged here and reported as `Internal`.
@@ -63,6 +64,38 @@ pub fn ca(error: &CaError) -> Status {
             tracing::error!(%error, "signing failed");
             Status::internal(error.to_string())
         }
+    }
+}
+
+/// A request `field` naming an ID that cannot be an agent of `trust_domain`.
+pub fn not_an_agent(field: &str, id: &SpiffeId, trust_domain: &TrustDomain) -> Status {
+    Status::invalid_argument(format!(
+        "{field}: {id} is not an agent ID of trust domain {trust_domain} \
+         (spiffe://{trust_domain}/sigil/agent/...)"
+    ))
+}
+
+/// No attested agent has this ID (never attested, or evicted).
+pub fn agent_not_found(id: &SpiffeId) -> Status {
+    Status::not_found(format!("agent {id} not found"))
+}
+
+/// A failed write to agent `id`: a missing node is reported as a missing agent, the word the
+/// admin knows.
+pub fn agent(error: &DataStoreError, id: &SpiffeId) -> Status {
+    match error {
+        DataStoreError::NotFound { kind: "node", .. } => agent_not_found(id),
+        _ => datastore(error),
+    }
+}
+
+/// A join token that cannot be made: a bad agent ID or TTL is the caller's.
+pub fn token(error: &TokenError) -> Status {
+    match error {
+        TokenError::NotAnAgentId(..) | TokenError::BadTtl => {
+            Status::invalid_argument(error.to_string())
+        }
+        TokenError::DataStore(error) => datastore(error),
     }
 }
 

@@ -3,6 +3,7 @@
 // Test helpers outside `#[test]` functions unwrap too; a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
+mod agent_admin;
 mod agent_api;
 mod agent_client;
 mod bundle_api;

@@ -1,10 +1,12 @@
 //! The command tree and its dispatch; each command group lives in its own module.
 
+mod agent;
 mod bundle;
 mod client;
 mod entry;
 mod mint;
 mod server;
+mod token;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sigil_server::config::ConfigError;
@@ -48,6 +50,12 @@ enum Command {
     /// JWT-SVIDs minted by the server for any workload ID.
     #[command(subcommand)]
     Jwt(mint::JwtCommand),
+    /// Attested agents, through the server's admin socket.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// Join tokens for agent attestation, through the server's admin socket.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Runs a parsed command line.
@@ -58,6 +66,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bundle(command) => bundle::run(command, cli.output),
         Command::X509(command) => mint::run_x509(command, cli.output),
         Command::Jwt(command) => mint::run_jwt(command, cli.output),
+        Command::Agent(command) => agent::run(command, cli.output),
+        Command::Token(command) => token::run(command, cli.output),
     }
 }
 

@@ -93,14 +93,14 @@ fn minted_svids_verify_with_independent_tools() {
     let server = start_server(dir.path());
 
     // The bundle as PEM, kept in a file for openssl.
-    let bundle_pem = ok(&server.admin(&["bundle", "show", "--format", "pem"]));
+    let bundle_pem = ok(&server.cli(&["bundle", "show", "--format", "pem"]));
     assert!(
         bundle_pem.starts_with("-----BEGIN CERTIFICATE-----"),
         "{bundle_pem}"
     );
     let bundle_file = dir.path().join("bundle.pem");
     fs::write(&bundle_file, &bundle_pem).unwrap();
-    let shown = json(&server.admin(&["bundle", "show", "--output", "json"]));
+    let shown = json(&server.cli(&["bundle", "show", "--output", "json"]));
     assert_eq!(shown["trust_domain"], "example.org");
     assert_eq!(shown["pem"], bundle_pem.as_str());
     assert!(shown["sequence"].as_u64().unwrap() > 0);
@@ -108,7 +108,7 @@ fn minted_svids_verify_with_independent_tools() {
     // x509 mint --write: openssl verifies the chain against the bundle, the key file is the
     // owner's only and holds the certificate's key.
     let out_dir = dir.path().join("svid");
-    let minted = json(&server.admin(&[
+    let minted = json(&server.cli(&[
         "x509",
         "mint",
         "--spiffe-id",
@@ -178,7 +178,7 @@ fn minted_svids_verify_with_independent_tools() {
     assert_eq!(parsed.spiffe_id().to_string(), "spiffe://example.org/web");
 
     // Without --write: the three PEMs on stdout, in spire-server's layout.
-    let printed = ok(&server.admin(&["x509", "mint", "--spiffe-id", "spiffe://example.org/db"]));
+    let printed = ok(&server.cli(&["x509", "mint", "--spiffe-id", "spiffe://example.org/db"]));
     for part in [
         "X509-SVID:\n-----BEGIN CERTIFICATE-----",
         "Private key:\n-----BEGIN PRIVATE KEY-----",
@@ -186,7 +186,7 @@ fn minted_svids_verify_with_independent_tools() {
     ] {
         assert!(printed.contains(part), "{part:?} missing from {printed}");
     }
-    let as_json = json(&server.admin(&[
+    let as_json = json(&server.cli(&[
         "x509",
         "mint",
         "--spiffe-id",
@@ -198,7 +198,7 @@ fn minted_svids_verify_with_independent_tools() {
     assert_eq!(as_json["bundle_pem"], bundle_pem.as_str());
 
     // jwt mint: jsonwebtoken validates it with the JWT key it finds in the bundle document.
-    let token = json(&server.admin(&[
+    let token = json(&server.cli(&[
         "jwt",
         "mint",
         "--spiffe-id",
@@ -214,7 +214,7 @@ fn minted_svids_verify_with_independent_tools() {
     ]));
     assert_eq!(token["spiffe_id"], "spiffe://example.org/web");
     let token_text = token["token"].as_str().unwrap();
-    let document = ok(&server.admin(&["bundle", "show", "--format", "spiffe"]));
+    let document = ok(&server.cli(&["bundle", "show", "--format", "spiffe"]));
     let keys: JwkSet = serde_json::from_str(&document).unwrap();
     let header = jsonwebtoken::decode_header(token_text).unwrap();
     let jwk = keys.find(header.kid.as_deref().unwrap()).unwrap();
@@ -231,7 +231,7 @@ fn minted_svids_verify_with_independent_tools() {
     assert_eq!(claims["sub"], "spiffe://example.org/web");
     assert_eq!(claims["exp"], token["expires_at"]);
     // The plain output is the token alone.
-    let plain = ok(&server.admin(&[
+    let plain = ok(&server.cli(&[
         "jwt",
         "mint",
         "--spiffe-id",
@@ -271,7 +271,7 @@ fn minted_svids_verify_with_independent_tools() {
         ],
     ];
     for args in bad_flags {
-        let out = server.admin(args);
+        let out = server.cli(args);
         assert_eq!(
             out.status.code(),
             Some(64),
@@ -280,7 +280,7 @@ fn minted_svids_verify_with_independent_tools() {
         );
     }
     fails(
-        &server.admin(&[
+        &server.cli(&[
             "x509",
             "mint",
             "--spiffe-id",
@@ -290,12 +290,12 @@ fn minted_svids_verify_with_independent_tools() {
         "is reserved",
     );
     fails(
-        &server.admin(&["x509", "mint", "--spiffe-id", "spiffe://other.org/web"]),
+        &server.cli(&["x509", "mint", "--spiffe-id", "spiffe://other.org/web"]),
         1,
         "is not in trust domain example.org",
     );
     fails(
-        &server.admin(&[
+        &server.cli(&[
             "x509",
             "mint",
             "--spiffe-id",
@@ -307,7 +307,7 @@ fn minted_svids_verify_with_independent_tools() {
         "\"bad name\" is not a valid DNS name",
     );
     fails(
-        &server.admin(&[
+        &server.cli(&[
             "x509",
             "mint",
             "--spiffe-id",
@@ -319,7 +319,7 @@ fn minted_svids_verify_with_independent_tools() {
         "must be between 10s and 30d",
     );
     fails(
-        &server.admin(&[
+        &server.cli(&[
             "jwt",
             "mint",
             "--spiffe-id",
@@ -337,11 +337,11 @@ fn minted_svids_verify_with_independent_tools() {
 fn federated_bundles_are_set_listed_and_deleted_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path());
-    assert_eq!(ok(&server.admin(&["bundle", "list"])), "");
+    assert_eq!(ok(&server.cli(&["bundle", "list"])), "");
 
     // A PEM file: a bundle of X.509 authorities only, sequence 1.
     let first = openssl_ca(dir.path(), "other-ca-1");
-    let set = ok(&server.admin(&[
+    let set = ok(&server.cli(&[
         "bundle",
         "set",
         "--id",
@@ -350,7 +350,7 @@ fn federated_bundles_are_set_listed_and_deleted_from_the_command_line() {
         &first,
     ]));
     assert_eq!(set, "Bundle for spiffe://other.org set (sequence 1)\n");
-    let listed = ok(&server.admin(&["bundle", "list"]));
+    let listed = ok(&server.cli(&["bundle", "list"]));
     let first_pem = fs::read_to_string(&first).unwrap();
     assert!(listed.contains("* spiffe://other.org\n"), "{listed}");
     assert!(listed.ends_with(&first_pem), "{listed}");
@@ -373,7 +373,7 @@ fn federated_bundles_are_set_listed_and_deleted_from_the_command_line() {
     );
 
     // The same content keeps its sequence; new content takes the next one.
-    let again = json(&server.admin(&[
+    let again = json(&server.cli(&[
         "bundle",
         "set",
         "--id",
@@ -385,7 +385,7 @@ fn federated_bundles_are_set_listed_and_deleted_from_the_command_line() {
     ]));
     assert_eq!(again["sequence"], 1);
     let second = openssl_ca(dir.path(), "other-ca-2");
-    let replaced = json(&server.admin(&[
+    let replaced = json(&server.cli(&[
         "bundle",
         "set",
         "--id",
@@ -396,7 +396,7 @@ fn federated_bundles_are_set_listed_and_deleted_from_the_command_line() {
         "json",
     ]));
     assert_eq!(replaced["sequence"], 2);
-    let list = json(&server.admin(&["bundle", "list", "--output", "json"]));
+    let list = json(&server.cli(&["bundle", "list", "--output", "json"]));
     assert_eq!(list["bundles"].as_array().unwrap().len(), 1);
     assert_eq!(list["bundles"][0]["trust_domain"], "other.org");
     assert_eq!(list["bundles"][0]["sequence"], 2);
@@ -408,14 +408,14 @@ fn federated_bundles_are_set_listed_and_deleted_from_the_command_line() {
 
     // A SPIFFE document whose own sequence goes back is refused by the server, naming why.
     let own_document = dir.path().join("own.json");
-    let own = ok(&server.admin(&["bundle", "show", "--format", "spiffe"]));
+    let own = ok(&server.cli(&["bundle", "show", "--format", "spiffe"]));
     let own_sequence = serde_json::from_str::<serde_json::Value>(&own).unwrap()["spiffe_sequence"]
         .as_u64()
         .unwrap();
     assert!(own_sequence < 2);
     fs::write(&own_document, &own).unwrap();
     fails(
-        &server.admin(&[
+        &server.cli(&[
             "bundle",
             "set",
             "--id",
@@ -429,7 +429,7 @@ fn federated_bundles_are_set_listed_and_deleted_from_the_command_line() {
         "is lower than the stored bundle's sequence 2",
     );
     // The spiffe listing carries the document of what is stored.
-    let spiffe_list = ok(&server.admin(&["bundle", "list", "--format", "spiffe"]));
+    let spiffe_list = ok(&server.cli(&["bundle", "list", "--format", "spiffe"]));
     assert!(
         spiffe_list.contains("\"spiffe_sequence\": 2"),
         "{spiffe_list}"
@@ -437,7 +437,7 @@ fn federated_bundles_are_set_listed_and_deleted_from_the_command_line() {
 
     // Our own trust domain, a file that is not PEM, and malformed flags.
     fails(
-        &server.admin(&[
+        &server.cli(&[
             "bundle",
             "set",
             "--id",
@@ -451,7 +451,7 @@ fn federated_bundles_are_set_listed_and_deleted_from_the_command_line() {
     let not_pem = dir.path().join("not.pem");
     fs::write(&not_pem, "hello").unwrap();
     fails(
-        &server.admin(&[
+        &server.cli(&[
             "bundle",
             "set",
             "--id",
@@ -488,7 +488,7 @@ fn federated_bundles_are_set_listed_and_deleted_from_the_command_line() {
             "der",
         ],
     ] {
-        let out = server.admin(&args);
+        let out = server.cli(&args);
         assert_eq!(
             out.status.code(),
             Some(64),
@@ -497,18 +497,18 @@ fn federated_bundles_are_set_listed_and_deleted_from_the_command_line() {
         );
     }
     assert_eq!(
-        json(&server.admin(&["bundle", "list", "--output", "json"]))["bundles"][0]["sequence"],
+        json(&server.cli(&["bundle", "list", "--output", "json"]))["bundles"][0]["sequence"],
         2
     );
 
     // Delete, and deleting again says what is missing.
-    let deleted = ok(&server.admin(&["bundle", "delete", "--id", "spiffe://other.org"]));
+    let deleted = ok(&server.cli(&["bundle", "delete", "--id", "spiffe://other.org"]));
     assert_eq!(deleted, "Bundle for spiffe://other.org deleted\n");
     fails(
-        &server.admin(&["bundle", "delete", "--id", "spiffe://other.org"]),
+        &server.cli(&["bundle", "delete", "--id", "spiffe://other.org"]),
         1,
         "no federated bundle for trust domain other.org",
     );
-    assert_eq!(ok(&server.admin(&["bundle", "list"])), "");
+    assert_eq!(ok(&server.cli(&["bundle", "list"])), "");
     assert_eq!(server.terminate().code(), Some(0));
 }

@@ -1,5 +1,6 @@
-//! The harness of the end-to-end tests: a real `sigil server run` on a temporary config, and
-//! the admin commands driven against its socket.
+//! The harness of the end-to-end tests that need a server: starts the real `sigil server
+//! run` on a config in a temporary directory, waits for its admin socket, runs admin commands
+//! against it, and stops it with SIGTERM (or kills it when a test fails).
 
 use std::fs::{self, File};
 use std::os::unix::net::UnixStream;
@@ -14,6 +15,7 @@ use crate::text;
 const POLLS: u32 = 1200;
 const POLL_PAUSE: Duration = Duration::from_millis(50);
 
+/// A running `sigil server run`, killed when dropped.
 pub(crate) struct Server {
     child: Child,
     pub(crate) socket: PathBuf,
@@ -53,19 +55,18 @@ impl Server {
 
     /// Runs `sigil entry ...` against this server.
     pub(crate) fn entry(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sigil"))
-            .arg("entry")
-            .args(args)
-            .arg("--server-socket")
-            .arg(&self.socket)
-            .env_remove("SIGIL_SERVER_SOCKET")
-            .output()
-            .unwrap()
+        self.admin("entry", args)
     }
 
-    /// Runs `sigil <args>` against this server's admin socket.
-    pub(crate) fn admin(&self, args: &[&str]) -> Output {
+    /// Runs `sigil <args>` (an admin command, group first) against this server.
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
+        self.admin(args[0], &args[1..])
+    }
+
+    /// Runs `sigil <group> ...` (an admin command group) against this server.
+    pub(crate) fn admin(&self, group: &str, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .arg(group)
             .args(args)
             .arg("--server-socket")
             .arg(&self.socket)
@@ -102,4 +103,18 @@ impl Drop for Server {
 pub(crate) fn json(out: &Output) -> serde_json::Value {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Writes a `server.toml` for `example.org` in `dir`: data in `dir/data`, the admin socket at
+/// `dir/run/admin.sock` (where [`Server::start`] looks for it), agent API on a free port.
+pub(crate) fn write_config(dir: &Path) {
+    fs::write(
+        dir.join("server.toml"),
+        format!(
+            "trust_domain = \"example.org\"\ndata_dir = \"data\"\n\
+             bind_address = \"127.0.0.1:0\"\nadmin_socket = \"{}\"\n",
+            dir.join("run/admin.sock").display()
+        ),
+    )
+    .unwrap();
 }

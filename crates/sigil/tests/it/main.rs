@@ -3,6 +3,7 @@
 // Tests fail by panicking; unwrap is how they say "this must work".
 #![allow(clippy::unwrap_used)]
 
+mod agent_admin;
 mod bundle_mint;
 mod harness;
 mod server_run;

@@ -126,6 +126,7 @@ pub struct CaSettings {
 
 /// An upstream CA that signs our intermediate, and the root it chains to (which goes in the
 /// bundle instead of our own CA certificates).
+#[derive(Clone)]
 pub struct Upstream {
     /// The upstream CA, able to sign.
     pub authority: Arc<X509Authority>,

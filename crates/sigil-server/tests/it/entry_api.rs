@@ -189,10 +189,7 @@ async fn update_and_delete_keep_datastore_and_index_in_step() {
         Code::NotFound as i32
     );
     let entry_id: EntryId = id.parse().unwrap();
-    assert_eq!(
-        f.state.entry(&entry_id).unwrap().hint,
-        "blue"
-    );
+    assert_eq!(f.state.entry(&entry_id).unwrap().hint, "blue");
 
     let deleted = f
         .api

@@ -139,7 +139,7 @@ pub async fn run(
         key_type: config.ca.key_type,
         ttl: config.ca.ttl,
     };
-    let resumed = journal.is_some();
+    let mut resumed = journal.is_some();
     let (mut ca, mut events) = CertificateAuthority::start(
         settings.clone(),
         Arc::clone(&key_manager) as _,
@@ -160,6 +160,7 @@ pub async fn run(
         );
         (ca, events) =
             CertificateAuthority::start(settings, key_manager, upstream, None, SystemTime::now())?;
+        resumed = false;
     }
     tracing::info!(resumed, sequence = ca.sequence(), "ca started");
     log_events(&events);

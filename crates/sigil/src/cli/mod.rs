@@ -2,6 +2,7 @@
 
 mod client;
 mod entry;
+mod healthcheck;
 mod server;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -37,6 +38,9 @@ enum Command {
     /// Registration entries, through the server's admin socket.
     #[command(subcommand)]
     Entry(entry::EntryCommand),
+    /// Exit 0 when the server is ready (its datastore answers and its CA can sign), 1
+    /// otherwise with the reason on stderr.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// Runs a parsed command line.
@@ -44,6 +48,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(command) => server::run(command, cli.output),
         Command::Entry(command) => entry::run(command, cli.output),
+        Command::Healthcheck(args) => healthcheck::run(&args, cli.output),
     }
 }
 

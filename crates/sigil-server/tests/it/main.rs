@@ -7,5 +7,7 @@ mod ca;
 mod config;
 mod datastore;
 mod entry_api;
+mod health;
 mod index;
 mod support;
+mod upstream;

@@ -3,6 +3,8 @@
 // Tests fail by panicking; unwrap is how they say "this must work".
 #![allow(clippy::unwrap_used)]
 
+mod harness;
+mod health;
 mod server_run;
 mod server_validate;
 mod usage;

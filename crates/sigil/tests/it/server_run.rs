@@ -1,96 +1,16 @@
 //! `sigil server run` end to end: the real binary serves the admin API on its Unix socket,
 //! `sigil entry ...` drives it, SIGTERM stops it, and a restart finds its state again.
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use sigil_server::datastore::DataStore;
 use sigil_spiffe::TrustDomain;
 
+use crate::harness::Server;
 use crate::text;
-
-/// How often the server's start or stop is polled before the test fails, and the pause
-/// between polls: a minute in all, far more than it needs on a loaded machine.
-const POLLS: u32 = 1200;
-const POLL_PAUSE: Duration = Duration::from_millis(50);
-
-struct Server {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts `sigil server run` on the config in `dir` and waits until the socket accepts.
-    fn start(dir: &Path) -> Self {
-        let socket = dir.join("run").join("admin.sock");
-        let log = dir.join("server.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sigil"))
-            .args(["server", "run", "--config"])
-            .arg(dir.join("server.toml"))
-            .env_remove("SIGIL_SERVER_CONFIG")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut server = Self { child, socket, log };
-        for _ in 0..POLLS {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("server exited early ({status}): {}", server.log());
-            }
-            if UnixStream::connect(&server.socket).is_ok() {
-                return server;
-            }
-            std::thread::sleep(POLL_PAUSE);
-        }
-        panic!("server did not start: {}", server.log());
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Runs `sigil entry ...` against this server.
-    fn entry(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sigil"))
-            .arg("entry")
-            .args(args)
-            .arg("--server-socket")
-            .arg(&self.socket)
-            .env_remove("SIGIL_SERVER_SOCKET")
-            .output()
-            .unwrap()
-    }
-
-    /// Sends SIGTERM and waits for the exit.
-    fn terminate(mut self) -> ExitStatus {
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        for _ in 0..POLLS {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(POLL_PAUSE);
-        }
-        panic!("server did not stop: {}", self.log());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // A failed test must not leave a server behind; after terminate() this is a no-op.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn json(out: &Output) -> serde_json::Value {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -158,8 +158,10 @@ pub async fn run(
             "the ca state in the datastore was made under another upstream ca (or none); \
              starting new authorities"
         );
+        let previous = ca.sequence();
         (ca, events) =
             CertificateAuthority::start(settings, key_manager, upstream, None, SystemTime::now())?;
+        ca.follow_sequence(previous);
         resumed = false;
     }
     tracing::info!(resumed, sequence = ca.sequence(), "ca started");

@@ -282,6 +282,12 @@ impl CertificateAuthority {
         self.sequence
     }
 
+    /// Makes the bundle's sequence follow `previous` (that of a bundle this CA replaces), so
+    /// that peers never see it go back.
+    pub fn follow_sequence(&mut self, previous: u64) {
+        self.sequence = self.sequence.max(previous.saturating_add(1));
+    }
+
     /// The X.509 CA that signs now.
     pub fn active_x509(&self) -> Result<&Arc<X509Authority>, CaError> {
         self.x509

@@ -195,20 +195,22 @@ fn openssl_upstream(dir: &Path) {
     fs::set_permissions(dir.join("up.key"), fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-/// The X.509 authorities of the bundle the stopped server left in its datastore.
-fn stored_roots(dir: &Path) -> Vec<Vec<u8>> {
+/// The X.509 authorities and the sequence of the bundle the stopped server left in its
+/// datastore.
+fn stored_roots(dir: &Path) -> (Vec<Vec<u8>>, Option<u64>) {
     let url = format!("sqlite://{}", dir.join("data/datastore.sqlite3").display());
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let store = DataStore::open(&url).await.unwrap();
         let td = TrustDomain::new("example.org").unwrap();
         let bundle = store.bundle(&td).await.unwrap().unwrap();
         store.close().await;
-        bundle
+        let roots = bundle
             .x509()
             .authorities()
             .iter()
             .map(|c| c.to_vec())
-            .collect()
+            .collect();
+        (roots, bundle.sequence())
     })
 }
 
@@ -223,7 +225,8 @@ fn a_server_under_an_openssl_upstream_publishes_its_root() {
     assert_eq!(ready.status.code(), Some(0), "{}", text(&ready.stderr));
     assert_eq!(server.terminate().code(), Some(0));
     let upstream = pem::certificates(&fs::read(dir.path().join("up.pem")).unwrap()).unwrap();
-    assert_eq!(stored_roots(dir.path()), [upstream[0].to_vec()]);
+    let (roots, sequence) = stored_roots(dir.path());
+    assert_eq!(roots, [upstream[0].to_vec()]);
 
     // Without the upstream, the CAs it signed are not resumed: new self-signed ones are made.
     write_config(dir.path(), "");
@@ -234,9 +237,13 @@ fn a_server_under_an_openssl_upstream_publishes_its_root() {
         server.log()
     );
     assert_eq!(server.terminate().code(), Some(0));
-    let roots = stored_roots(dir.path());
+    let (roots, sequence_after) = stored_roots(dir.path());
     assert_eq!(roots.len(), 1);
     assert_ne!(roots[0], upstream[0].to_vec());
+    assert!(
+        sequence_after > sequence,
+        "{sequence_after:?} after {sequence:?}"
+    );
 }
 
 #[test]

@@ -19,6 +19,9 @@ pub struct SyncHub {
     agents: Mutex<HashMap<SpiffeId, watch::Sender<u64>>>,
     /// Bumped when a bundle changes: our own (CA rotation) or a federated one.
     bundles: watch::Sender<u64>,
+    /// Set when the server shuts down: every stream ends so that the graceful shutdown,
+    /// which waits for calls in flight, does not wait for streams that never end.
+    closing: watch::Sender<bool>,
 }
 
 /// What a sync stream waits on.
@@ -28,14 +31,20 @@ pub struct Subscription {
     pub agent: watch::Receiver<u64>,
     /// Bumped when any bundle changes.
     pub bundles: watch::Receiver<u64>,
+    closing: watch::Receiver<bool>,
 }
 
 impl Subscription {
-    /// Waits until either channel is bumped. Returns `false` when the hub is gone.
+    /// Waits until either channel is bumped. Returns `false` when the stream must end: the
+    /// server is shutting down (or the hub is gone).
     pub async fn changed(&mut self) -> bool {
+        if *self.closing.borrow() {
+            return false;
+        }
         tokio::select! {
             result = self.agent.changed() => result.is_ok(),
             result = self.bundles.changed() => result.is_ok(),
+            _ = self.closing.wait_for(|closing| *closing) => false,
         }
     }
 }
@@ -52,7 +61,13 @@ impl SyncHub {
         Self {
             agents: Mutex::new(HashMap::new()),
             bundles: watch::Sender::new(0),
+            closing: watch::Sender::new(false),
         }
+    }
+
+    /// Ends every stream, now and from now on (server shutdown).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Registers a stream of `agent`.
@@ -67,7 +82,13 @@ impl SyncHub {
         Subscription {
             agent,
             bundles: self.bundles.subscribe(),
+            closing: self.closing.subscribe(),
         }
+    }
+
+    /// A channel bumped whenever a bundle changes, for those that follow bundles only.
+    pub fn subscribe_bundles(&self) -> watch::Receiver<u64> {
+        self.bundles.subscribe()
     }
 
     /// Wakes the streams of these agents; agents without a stream are skipped.
@@ -121,6 +142,9 @@ mod tests {
         assert!(!a.agent.has_changed().unwrap());
         hub.notify_bundles();
         assert!(b.changed().await);
+        hub.close();
+        assert!(!b.changed().await);
+        assert!(!hub.subscribe(&id("/c")).changed().await);
     }
 
     #[test]

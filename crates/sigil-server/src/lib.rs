@@ -4,6 +4,7 @@
 //!
 //! The `sigil` binary is a thin layer over this crate.
 
+pub mod agent_api;
 pub mod api;
 pub mod ca;
 pub mod config;

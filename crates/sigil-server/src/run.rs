@@ -16,9 +16,10 @@ use std::time::{Duration, SystemTime};
 
 use sigil_core::server_spiffe_id;
 use sigil_spiffe::SpiffeIdError;
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::agent_api::{self, AgentApiError};
 use crate::api;
 use crate::ca::{
     CaError, CaEvent, CaSettings, CertificateAuthority, DiskKeyManager, KeyManagerError,
@@ -93,6 +94,17 @@ pub enum RunError {
     /// The gRPC server failed.
     #[error("admin api: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The agent API failed.
+    #[error(transparent)]
+    AgentApi(#[from] AgentApiError),
+    /// The agent API's address cannot be bound.
+    #[error("cannot listen on bind_address {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The error.
+        source: io::Error,
+    },
 }
 
 /// Runs the server of `config` until `shutdown` completes, then stops accepting, lets the
@@ -188,12 +200,35 @@ pub async fn run(
         }
         None => None,
     };
+    let agent_listener = TcpListener::bind(config.bind_address)
+        .await
+        .map_err(|source| RunError::Bind {
+            address: config.bind_address,
+            source,
+        })?;
     let listener = bind_admin_socket(&config.admin_socket)?;
     tracing::info!(admin_socket = %config.admin_socket.display(), "admin api listening");
-    let served = tonic::transport::Server::builder()
+    if let Ok(address) = agent_listener.local_addr() {
+        tracing::info!(%address, "agent api listening");
+    }
+
+    // One shutdown signal for every listener; open sync streams are ended first, since the
+    // graceful shutdown waits for calls in flight and a stream never ends by itself.
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    };
+    let admin = tonic::transport::Server::builder()
         .add_routes(api::admin_routes(&state))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop.clone()));
+    let agents = agent_api::serve(Arc::clone(&state), agent_listener, stopped(stop.clone()));
+    let signal = async {
+        shutdown.await;
+        tracing::info!("shutting down");
+        state.hub().close();
+        let _ = stopping.send(true);
+    };
+    let (admin, agents, ()) = tokio::join!(admin, agents, signal);
 
     rotation.abort();
     if let Some(health) = health {
@@ -203,7 +238,8 @@ pub async fn run(
         tracing::warn!(%error, "cannot remove the admin socket");
     }
     datastore.close().await;
-    served?;
+    admin?;
+    agents?;
     tracing::info!("sigil server stopped");
     Ok(())
 }

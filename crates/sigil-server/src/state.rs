@@ -373,19 +373,29 @@ impl ServerState {
         Ok(token)
     }
 
-    /// Checks that `agent` may call the agent API with the certificate of serial `serial`:
-    /// attested, not banned, and that certificate is its current (or just-replaced) one.
-    pub fn authenticate_agent(&self, agent: &SpiffeId, serial: &str) -> Result<(), AgentAuthError> {
+    /// Checks that `agent` is an attested agent that is not banned.
+    pub fn agent_standing(&self, agent: &SpiffeId) -> Result<(), AgentAuthError> {
+        self.agent_record(agent).map(|_| ())
+    }
+
+    fn agent_record(&self, agent: &SpiffeId) -> Result<AgentRecord, AgentAuthError> {
         if !is_agent_id(agent, &self.trust_domain) {
             return Err(AgentAuthError::NotAnAgent(agent.clone()));
         }
-        let agents = read(&self.agents);
-        let record = agents
+        let record = read(&self.agents)
             .get(agent)
+            .cloned()
             .ok_or_else(|| AgentAuthError::Unknown(agent.clone()))?;
         if record.banned {
             return Err(AgentAuthError::Banned(agent.clone()));
         }
+        Ok(record)
+    }
+
+    /// Checks that `agent` may call the agent API with the certificate of serial `serial`:
+    /// attested, not banned, and that certificate is its current (or just-replaced) one.
+    pub fn authenticate_agent(&self, agent: &SpiffeId, serial: &str) -> Result<(), AgentAuthError> {
+        let record = self.agent_record(agent)?;
         if record.serial == serial || record.previous_serial.as_deref() == Some(serial) {
             Ok(())
         } else {

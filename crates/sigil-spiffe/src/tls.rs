@@ -21,7 +21,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ClientConfig, ResolvesClientCert, Resumption};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -53,8 +53,10 @@ pub enum TlsError {
 
 /// The SVID a config presents and the bundles it trusts, swappable while in use.
 pub struct TlsMaterial {
-    certified_key: ArcSwap<CertifiedKey>,
-    spiffe_id: ArcSwap<SpiffeId>,
+    /// `None` until an SVID is set: a node that has not attested yet trusts its bootstrap
+    /// bundle but has no identity to present.
+    certified_key: ArcSwapOption<CertifiedKey>,
+    spiffe_id: ArcSwapOption<SpiffeId>,
     bundles: ArcSwap<BundleSet>,
 }
 
@@ -62,17 +64,29 @@ impl TlsMaterial {
     /// Material presenting `svid` and trusting `bundles`.
     pub fn new(svid: &X509Svid, bundles: BundleSet) -> Result<Self, TlsError> {
         Ok(Self {
-            certified_key: ArcSwap::from_pointee(certified_key(svid)?),
-            spiffe_id: ArcSwap::from_pointee(svid.spiffe_id().clone()),
+            certified_key: ArcSwapOption::from_pointee(certified_key(svid)?),
+            spiffe_id: ArcSwapOption::from_pointee(svid.spiffe_id().clone()),
             bundles: ArcSwap::from_pointee(bundles),
         })
+    }
+
+    /// Material trusting `bundles` and presenting nothing, for a client that has no SVID yet
+    /// (an agent attesting its node). Only servers that do not require a client certificate
+    /// accept it; [`set_svid`](Self::set_svid) gives it one later.
+    pub fn without_svid(bundles: BundleSet) -> Self {
+        Self {
+            certified_key: ArcSwapOption::empty(),
+            spiffe_id: ArcSwapOption::empty(),
+            bundles: ArcSwap::from_pointee(bundles),
+        }
     }
 
     /// Presents `svid` from the next handshake on (rotation). On error nothing changes.
     pub fn set_svid(&self, svid: &X509Svid) -> Result<(), TlsError> {
         let key = certified_key(svid)?;
-        self.certified_key.store(Arc::new(key));
-        self.spiffe_id.store(Arc::new(svid.spiffe_id().clone()));
+        self.certified_key.store(Some(Arc::new(key)));
+        self.spiffe_id
+            .store(Some(Arc::new(svid.spiffe_id().clone())));
         Ok(())
     }
 
@@ -81,9 +95,9 @@ impl TlsMaterial {
         self.bundles.store(Arc::new(bundles));
     }
 
-    /// The SPIFFE ID currently presented.
-    pub fn spiffe_id(&self) -> SpiffeId {
-        SpiffeId::clone(&self.spiffe_id.load())
+    /// The SPIFFE ID currently presented, if any.
+    pub fn spiffe_id(&self) -> Option<SpiffeId> {
+        self.spiffe_id.load_full().map(|id| SpiffeId::clone(&id))
     }
 
     /// The bundles currently trusted.
@@ -95,7 +109,7 @@ impl TlsMaterial {
 impl fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsMaterial")
-            .field("spiffe_id", &*self.spiffe_id.load())
+            .field("spiffe_id", &self.spiffe_id.load_full())
             .field("trust_domains", &self.bundles.load().len())
             .finish_non_exhaustive()
     }
@@ -131,8 +145,28 @@ pub fn server_config(
     material: Arc<TlsMaterial>,
     authorizer: Authorizer,
 ) -> Result<ServerConfig, TlsError> {
+    server_config_inner(material, authorizer, true)
+}
+
+/// Like [`server_config`], but a client may also connect without a certificate: the
+/// application then decides per call what an anonymous peer may do (an agent attests its node
+/// before it has an SVID). A client that does present a certificate is verified and authorized
+/// exactly as by [`server_config`]; [`peer_spiffe_id`] is `None` for an anonymous one.
+pub fn server_config_client_optional(
+    material: Arc<TlsMaterial>,
+    authorizer: Authorizer,
+) -> Result<ServerConfig, TlsError> {
+    server_config_inner(material, authorizer, false)
+}
+
+fn server_config_inner(
+    material: Arc<TlsMaterial>,
+    authorizer: Authorizer,
+    client_auth_mandatory: bool,
+) -> Result<ServerConfig, TlsError> {
     let provider = provider();
-    let verifier = SpiffeVerifier::new(material.clone(), authorizer, &provider);
+    let mut verifier = SpiffeVerifier::new(material.clone(), authorizer, &provider);
+    verifier.client_auth_mandatory = client_auth_mandatory;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?
@@ -169,7 +203,7 @@ struct SvidResolver(Arc<TlsMaterial>);
 
 impl ResolvesServerCert for SvidResolver {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.certified_key.load_full())
+        self.0.certified_key.load_full()
     }
 }
 
@@ -179,11 +213,11 @@ impl ResolvesClientCert for SvidResolver {
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.certified_key.load_full())
+        self.0.certified_key.load_full()
     }
 
     fn has_certs(&self) -> bool {
-        true
+        self.0.certified_key.load().is_some()
     }
 }
 
@@ -192,6 +226,8 @@ struct SpiffeVerifier {
     material: Arc<TlsMaterial>,
     authorizer: Authorizer,
     algorithms: WebPkiSupportedAlgorithms,
+    /// As a server: whether a client without a certificate is refused.
+    client_auth_mandatory: bool,
 }
 
 impl SpiffeVerifier {
@@ -200,6 +236,7 @@ impl SpiffeVerifier {
             material,
             authorizer,
             algorithms: provider.signature_verification_algorithms,
+            client_auth_mandatory: true,
         }
     }
 
@@ -284,6 +321,10 @@ impl ServerCertVerifier for SpiffeVerifier {
 }
 
 impl ClientCertVerifier for SpiffeVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        self.client_auth_mandatory
+    }
+
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         // No hints: the client presents its one SVID whatever the server trusts.
         &[]

@@ -3,11 +3,14 @@
 // Test helpers outside `#[test]` functions unwrap too; a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
+mod agent_api;
+mod agent_client;
 mod ca;
 mod config;
 mod datastore;
 mod entry_api;
 mod health;
 mod index;
+mod run;
 mod support;
 mod upstream;

@@ -541,6 +541,22 @@ impl std::fmt::Debug for X509Authority {
     }
 }
 
+/// Reads a PKCS#10 CSR (DER), checks its signature (proof that the requester holds the key)
+/// and returns the public key it asks a certificate for, refusing key types and sizes we do
+/// not issue for. Nothing else in the CSR is looked at. Lets a server check a CSR before it
+/// spends something single-use (a join token) on the request.
+pub fn csr_public_key(csr_der: &[u8]) -> Result<PublicKey, X509SvidError> {
+    let Ok(([], csr)) = X509CertificationRequest::from_der(csr_der) else {
+        return Err(X509SvidError::CsrMalformed);
+    };
+    csr.verify_signature()
+        .map_err(|_| X509SvidError::CsrSignature)?;
+    let spki = &csr.certification_request_info.subject_pki;
+    // The same checks signing makes.
+    SubjectKey::from_spki(spki)?;
+    PublicKey::from_spki(spki).map_err(|e| X509SvidError::UnsupportedPublicKey(e.to_string()))
+}
+
 /// Creates a PKCS#10 CSR (DER) for `key` naming `spiffe_id` (what an agent sends; the server
 /// uses only the key).
 pub fn create_csr(key: &PrivateKey, spiffe_id: &SpiffeId) -> Result<Vec<u8>, X509SvidError> {

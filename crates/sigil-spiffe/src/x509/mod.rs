@@ -17,7 +17,7 @@ mod verify;
 
 pub use issue::{
     CaParams, IssuedX509Svid, SignatureAlgorithm, Subject, SvidParams, X509Authority, X509Signer,
-    create_csr,
+    create_csr, csr_public_key,
 };
 pub use svid::X509Svid;
 pub use verify::{

@@ -219,6 +219,59 @@ async fn a_forged_svid_claiming_a_trusted_domain_is_refused() {
 }
 
 #[tokio::test]
+async fn a_client_without_an_svid_is_anonymous_where_allowed_and_refused_elsewhere() {
+    install_provider();
+    let domain = TestDomain::new("a.test");
+    let server_material = domain.material("spiffe://a.test/server");
+    let anonymous = Arc::new(TlsMaterial::without_svid(domain.bundle_set()));
+    assert_eq!(anonymous.spiffe_id(), None);
+
+    // Optional client auth: the handshake completes, the server sees no ID, and the client
+    // still authenticated the server against its bundle.
+    let server =
+        tls::server_config_client_optional(server_material.clone(), Authorizer::any()).unwrap();
+    let client = tls::client_config(
+        anonymous.clone(),
+        Authorizer::exact(id("spiffe://a.test/server")),
+    )
+    .unwrap();
+    let (server_saw, client_saw) = handshake(server, client).await;
+    assert_eq!(server_saw.unwrap(), None);
+    assert_eq!(client_saw.unwrap(), Some(id("spiffe://a.test/server")));
+
+    // A client that does present an SVID is still verified and authorized.
+    let server = tls::server_config_client_optional(
+        server_material.clone(),
+        Authorizer::exact(id("spiffe://a.test/other")),
+    )
+    .unwrap();
+    let client =
+        tls::client_config(domain.material("spiffe://a.test/client"), Authorizer::any()).unwrap();
+    let (server_saw, _) = handshake(server, client).await;
+    let error = server_saw.unwrap_err().to_string();
+    assert!(error.contains("ApplicationVerificationFailure"), "{error}");
+
+    // Mandatory client auth refuses the anonymous client.
+    let server = tls::server_config(server_material, Authorizer::any()).unwrap();
+    let client = tls::client_config(anonymous.clone(), Authorizer::any()).unwrap();
+    let (server_saw, _) = handshake(server, client).await;
+    assert!(
+        server_saw.is_err(),
+        "an anonymous client passed mandatory auth"
+    );
+
+    // Once given an SVID, the same material presents it.
+    anonymous
+        .set_svid(&domain.svid("spiffe://a.test/agent"))
+        .unwrap();
+    let server =
+        tls::server_config(domain.material("spiffe://a.test/server"), Authorizer::any()).unwrap();
+    let client = tls::client_config(anonymous, Authorizer::any()).unwrap();
+    let (server_saw, _) = handshake(server, client).await;
+    assert_eq!(server_saw.unwrap(), Some(id("spiffe://a.test/agent")));
+}
+
+#[tokio::test]
 async fn rotation_takes_effect_without_rebuilding_the_configs() {
     install_provider();
     let a = TestDomain::new("a.test");
@@ -247,7 +300,10 @@ async fn rotation_takes_effect_without_rebuilding_the_configs() {
     let (server_saw, client_saw) = handshake(server, client).await;
     assert_eq!(server_saw.unwrap(), Some(id("spiffe://b.test/client")));
     assert_eq!(client_saw.unwrap(), Some(id("spiffe://a.test/server")));
-    assert_eq!(client_material.spiffe_id(), id("spiffe://b.test/client"));
+    assert_eq!(
+        client_material.spiffe_id(),
+        Some(id("spiffe://b.test/client"))
+    );
 }
 
 // --- spiffe-rustls, fed by the spiffe crate's X509Source over a Workload API socket ----------

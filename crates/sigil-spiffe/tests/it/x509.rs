@@ -652,6 +652,26 @@ fn issuance_caps_ttl_and_ignores_what_the_csr_asks_for() {
         ca.sign_csr(&tampered, &p("/w")).unwrap_err(),
         X509SvidError::CsrSignature
     );
+    // The same checks without signing: the CSR's key, or the same refusals.
+    assert_eq!(
+        sigil_spiffe::x509::csr_public_key(&csr).unwrap(),
+        sigil_spiffe::PublicKey::from_spki_der(
+            x509_parser::parse_x509_certificate(issued.leaf())
+                .unwrap()
+                .1
+                .public_key()
+                .raw
+        )
+        .unwrap()
+    );
+    assert_eq!(
+        sigil_spiffe::x509::csr_public_key(&tampered).unwrap_err(),
+        X509SvidError::CsrSignature
+    );
+    assert_eq!(
+        sigil_spiffe::x509::csr_public_key(b"").unwrap_err(),
+        X509SvidError::CsrMalformed
+    );
     assert_eq!(
         ca.sign_csr(&csr, &SvidParams::new(td().id(), now(), now() + hours(1)))
             .unwrap_err(),

@@ -8,6 +8,7 @@
 use std::fs;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,9 +23,11 @@ use crate::agent_api::{self, AgentApiError};
 use crate::api;
 use crate::ca::{
     CaError, CaEvent, CaSettings, CertificateAuthority, DiskKeyManager, KeyManagerError,
+    UpstreamError, upstream,
 };
 use crate::config::{Config, Datastore};
 use crate::datastore::{DataStore, DataStoreError};
+use crate::health::HealthServer;
 use crate::state::{ServerState, StateSettings};
 
 /// How often the CA is asked to rotate.
@@ -65,9 +68,17 @@ pub enum RunError {
     /// A path that is not UTF-8 cannot be put in a datastore URL.
     #[error("datastore path {} is not valid UTF-8", .0.display())]
     NonUtf8Path(PathBuf),
-    /// `[ca.upstream]` is configured; `server run` cannot load it yet.
-    #[error("ca.upstream is not supported by `sigil server run` yet")]
-    UpstreamUnsupported,
+    /// `[ca.upstream]` could not be loaded (the message names the file).
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The `[health]` listener could not be bound.
+    #[error("cannot bind the health listener on {address}: {source}")]
+    HealthBind {
+        /// The configured address.
+        address: SocketAddr,
+        /// The error.
+        source: io::Error,
+    },
     /// The datastore failed.
     #[error("datastore: {0}")]
     DataStore(#[from] DataStoreError),
@@ -90,7 +101,7 @@ pub enum RunError {
     #[error("cannot listen on bind_address {address}: {source}")]
     Bind {
         /// The address.
-        address: std::net::SocketAddr,
+        address: SocketAddr,
         /// The error.
         source: io::Error,
     },
@@ -110,10 +121,34 @@ pub async fn run(
     );
     // Refuse what cannot work before anything is created or written: a second server on
     // the same config must not touch the CA state of the running one.
-    if config.ca.upstream.is_some() {
-        return Err(RunError::UpstreamUnsupported);
-    }
+    let upstream = match &config.ca.upstream {
+        Some(files) => Some(upstream::load(
+            &files.cert_file,
+            &files.key_file,
+            SystemTime::now(),
+        )?),
+        None => None,
+    };
     check_admin_socket(&config.admin_socket)?;
+    let health_listener = match &config.health {
+        Some(health) => Some((
+            health.bind_address,
+            HealthServer::bind(health.bind_address)
+                .await
+                .map_err(|source| RunError::HealthBind {
+                    address: health.bind_address,
+                    source,
+                })?,
+        )),
+        None => None,
+    };
+    // Like the health port, a taken agent port fails before anything is created.
+    let agent_listener = TcpListener::bind(config.bind_address)
+        .await
+        .map_err(|source| RunError::Bind {
+            address: config.bind_address,
+            source,
+        })?;
     create_private_dir(&config.data_dir)?;
     let datastore = DataStore::open(&datastore_url(&config.datastore)?).await?;
     let key_manager = Arc::new(DiskKeyManager::open(&config.data_dir)?);
@@ -123,14 +158,31 @@ pub async fn run(
         key_type: config.ca.key_type,
         ttl: config.ca.ttl,
     };
-    let resumed = journal.is_some();
-    let (ca, events) = CertificateAuthority::start(
-        settings,
-        key_manager,
-        None,
+    let mut resumed = journal.is_some();
+    let (mut ca, mut events) = CertificateAuthority::start(
+        settings.clone(),
+        Arc::clone(&key_manager) as _,
+        upstream.clone(),
         journal.as_deref(),
         SystemTime::now(),
     )?;
+    // A journal written under another upstream (or none) holds CAs that the bundle this
+    // upstream publishes does not trust: start new ones instead.
+    if resumed
+        && !ca
+            .active_x509()
+            .is_ok_and(|active| upstream::fits(active.certificate(), upstream.as_ref()))
+    {
+        tracing::warn!(
+            "the ca state in the datastore was made under another upstream ca (or none); \
+             starting new authorities"
+        );
+        let previous = ca.sequence();
+        (ca, events) =
+            CertificateAuthority::start(settings, key_manager, upstream, None, SystemTime::now())?;
+        ca.follow_sequence(previous);
+        resumed = false;
+    }
     tracing::info!(resumed, sequence = ca.sequence(), "ca started");
     log_events(&events);
     let persisted = persist(&datastore, server_id.as_str(), &ca).await?;
@@ -146,12 +198,15 @@ pub async fn run(
         persisted,
     ));
 
-    let agent_listener = TcpListener::bind(config.bind_address)
-        .await
-        .map_err(|source| RunError::Bind {
-            address: config.bind_address,
-            source,
-        })?;
+    let health = match health_listener {
+        Some((address, listener)) => {
+            let server = HealthServer::spawn(listener, Arc::clone(&state))
+                .map_err(|source| RunError::HealthBind { address, source })?;
+            tracing::info!(address = %server.local_addr(), "health listening");
+            Some(server)
+        }
+        None => None,
+    };
     let listener = bind_admin_socket(&config.admin_socket)?;
     tracing::info!(admin_socket = %config.admin_socket.display(), "admin api listening");
     if let Ok(address) = agent_listener.local_addr() {
@@ -177,6 +232,9 @@ pub async fn run(
     let (admin, agents, ()) = tokio::join!(admin, agents, signal);
 
     rotation.abort();
+    if let Some(health) = health {
+        health.stop().await;
+    }
     if let Err(error) = fs::remove_file(&config.admin_socket) {
         tracing::warn!(%error, "cannot remove the admin socket");
     }

@@ -1,9 +1,10 @@
 //! The gRPC services of the server: the admin services served on the admin Unix socket
-//! ([`admin_routes`]), and the agent API (mTLS) next.
+//! ([`admin_routes`]). The agent API is in [`crate::agent_api`].
 
 pub mod agent_admin;
 pub mod bundle;
 pub mod entry;
+pub mod health;
 pub mod status;
 pub mod svid_admin;
 
@@ -14,10 +15,12 @@ use sigil_proto::server::v1::bundle_server::BundleServer;
 use sigil_proto::server::v1::entry_server::EntryServer;
 use sigil_proto::server::v1::svid_server::SvidServer;
 use tonic::service::Routes;
+use tonic_health::pb::health_server::HealthServer;
 
 pub use agent_admin::AgentAdminApi;
 pub use bundle::BundleApi;
 pub use entry::EntryApi;
+pub use health::HealthApi;
 pub use svid_admin::SvidAdminApi;
 
 use crate::state::ServerState;
@@ -28,4 +31,5 @@ pub fn admin_routes(state: &Arc<ServerState>) -> Routes {
         .add_service(BundleServer::new(BundleApi::new(Arc::clone(state))))
         .add_service(SvidServer::new(SvidAdminApi::new(Arc::clone(state))))
         .add_service(AgentServer::new(AgentAdminApi::new(Arc::clone(state))))
+        .add_service(HealthServer::new(HealthApi::new(Arc::clone(state))))
 }

@@ -126,6 +126,7 @@ pub struct CaSettings {
 
 /// An upstream CA that signs our intermediate, and the root it chains to (which goes in the
 /// bundle instead of our own CA certificates).
+#[derive(Clone)]
 pub struct Upstream {
     /// The upstream CA, able to sign.
     pub authority: Arc<X509Authority>,
@@ -279,6 +280,12 @@ impl CertificateAuthority {
     /// The bundle's `spiffe_sequence`.
     pub fn sequence(&self) -> u64 {
         self.sequence
+    }
+
+    /// Makes the bundle's sequence follow `previous` (that of a bundle this CA replaces), so
+    /// that peers never see it go back.
+    pub fn follow_sequence(&mut self, previous: u64) {
+        self.sequence = self.sequence.max(previous.saturating_add(1));
     }
 
     /// The X.509 CA that signs now.

@@ -4,6 +4,7 @@ mod agent;
 mod bundle;
 mod client;
 mod entry;
+mod healthcheck;
 mod mint;
 mod server;
 mod token;
@@ -56,6 +57,9 @@ enum Command {
     /// Join tokens for agent attestation, through the server's admin socket.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Exit 0 when the server is ready (its datastore answers and its CA can sign), 1
+    /// otherwise with the reason on stderr.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// Runs a parsed command line.
@@ -68,6 +72,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jwt(command) => mint::run_jwt(command, cli.output),
         Command::Agent(command) => agent::run(command, cli.output),
         Command::Token(command) => token::run(command, cli.output),
+        Command::Healthcheck(args) => healthcheck::run(&args, cli.output),
     }
 }
 

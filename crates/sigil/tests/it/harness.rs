@@ -12,14 +12,14 @@ use crate::text;
 
 /// How often the server's start or stop is polled before the test fails, and the pause
 /// between polls: a minute in all, far more than it needs on a loaded machine.
-const POLLS: u32 = 1200;
-const POLL_PAUSE: Duration = Duration::from_millis(50);
+pub(crate) const POLLS: u32 = 1200;
+pub(crate) const POLL_PAUSE: Duration = Duration::from_millis(50);
 
 /// A running `sigil server run`, killed when dropped.
 pub(crate) struct Server {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) socket: PathBuf,
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl Server {

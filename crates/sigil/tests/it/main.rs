@@ -6,6 +6,7 @@
 mod agent_admin;
 mod bundle_mint;
 mod harness;
+mod health;
 mod server_run;
 mod server_validate;
 mod usage;

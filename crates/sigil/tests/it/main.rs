@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod agent_admin;
+mod agent_api;
 mod bundle_mint;
 mod harness;
 mod health;

@@ -881,3 +881,120 @@ async fn node_alias_entries_reach_agents_by_their_node_selectors() {
     assert_eq!(ids, [child.id.as_str()]);
     f.stop().await;
 }
+
+/// The bundle of a fresh CA of another trust domain.
+fn foreign_bundle(name: &str) -> Bundle {
+    let (ca, _) = sigil_server::ca::CertificateAuthority::start(
+        sigil_server::ca::CaSettings {
+            trust_domain: sigil_spiffe::TrustDomain::new(name).unwrap(),
+            key_type: KeyType::EcP256,
+            ttl: Duration::from_secs(3600),
+        },
+        Arc::new(sigil_server::ca::MemoryKeyManager::new()),
+        None,
+        None,
+        SystemTime::now(),
+    )
+    .unwrap();
+    ca.bundle()
+}
+
+#[tokio::test]
+async fn federated_bundles_follow_the_entries_that_need_them() {
+    let f = Fixture::start().await;
+    let agent = f.new_agent().await;
+    let other = f.new_agent().await;
+    f.state
+        .set_federated_bundle(foreign_bundle("partner.org"))
+        .await
+        .unwrap();
+    let mut stream = EntryClient::new(f.as_agent(&agent).await)
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let Update::Snapshot(snapshot) = next_update(&mut stream).await else {
+        panic!("expected a snapshot");
+    };
+    let names: Vec<&str> = snapshot
+        .bundles
+        .iter()
+        .map(|b| b.trust_domain.as_str())
+        .collect();
+    assert_eq!(names, ["example.org"], "no entry needs partner.org yet");
+
+    // An entry federating with partner.org brings its bundle along; another agent's such
+    // entry does not reach this stream.
+    let mut theirs = workload_entry("spiffe://example.org/db", other.spiffe_id());
+    theirs.federates_with = vec!["partner.org".parse().unwrap()];
+    create_entry(&f.state, theirs).await;
+    let mut mine = workload_entry("spiffe://example.org/web", agent.spiffe_id());
+    mine.federates_with = vec!["partner.org".parse().unwrap()];
+    let mine = create_entry(&f.state, mine).await;
+    let Update::Delta(delta) = next_update(&mut stream).await else {
+        panic!("expected a delta");
+    };
+    assert_eq!(delta.upserted.len(), 1);
+    let names: Vec<&str> = delta
+        .bundles
+        .iter()
+        .map(|b| b.trust_domain.as_str())
+        .collect();
+    assert_eq!(names, ["partner.org"]);
+
+    // A new partner bundle is pushed; deleting the entry drops the trust domain.
+    f.state
+        .set_federated_bundle(foreign_bundle("partner.org"))
+        .await
+        .unwrap();
+    let Update::Delta(delta) = next_update(&mut stream).await else {
+        panic!("expected a delta");
+    };
+    assert!(delta.upserted.is_empty());
+    assert_eq!(delta.bundles.len(), 1);
+    assert_eq!(delta.bundles[0].trust_domain, "partner.org");
+    f.state.delete_entry(&mine.id).await.unwrap();
+    let Update::Delta(delta) = next_update(&mut stream).await else {
+        panic!("expected a delta");
+    };
+    assert_eq!(delta.deleted_ids, [mine.id.to_string()]);
+    assert_eq!(delta.dropped_trust_domains, ["partner.org"]);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn a_prepared_ca_reaches_every_agent_before_it_signs() {
+    let f = Fixture::start().await;
+    let agent = f.new_agent().await;
+    let mut stream = EntryClient::new(f.as_agent(&agent).await)
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let Update::Snapshot(snapshot) = next_update(&mut stream).await else {
+        panic!("expected a snapshot");
+    };
+    let before = Bundle::from_document(
+        f.state.trust_domain().clone(),
+        &snapshot.bundles[0].document,
+    )
+    .unwrap();
+    // Past half the CA's 24 h life: the next CA is prepared and enters the bundle.
+    let rotation = f
+        .state
+        .rotate_ca(SystemTime::now() + Duration::from_secs(13 * 3600))
+        .unwrap();
+    assert!(rotation.bundle_changed);
+    let Update::Delta(delta) = next_update(&mut stream).await else {
+        panic!("expected a delta");
+    };
+    assert_eq!(delta.bundles.len(), 1);
+    let after =
+        Bundle::from_document(f.state.trust_domain().clone(), &delta.bundles[0].document).unwrap();
+    assert_eq!(
+        after.x509().authorities().len(),
+        before.x509().authorities().len() + 1
+    );
+    assert!(after.sequence() > before.sequence());
+    f.stop().await;
+}

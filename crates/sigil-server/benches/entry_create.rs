@@ -1,0 +1,227 @@
+//! Entry creation rate through the admin API (issue 3): the admin gRPC services served in
+//! process on a Unix socket, a real gRPC client on the other end, `BatchCreateEntry` called by
+//! one sequential client, one entry per call (what `sigil entry create` does) and 50 per call.
+//! Each (backend, batch size) starts from an empty database, so the figure covers a database
+//! growing from 0 to N entries.
+//!
+//! Run: `cargo bench -p sigil-server --bench entry_create` (2,000 entries per run); with
+//! `SIGIL_TEST_POSTGRES_URL` set to a PostgreSQL server with admin rights, PostgreSQL is
+//! measured too, in a fresh database `sigil_bench_<uuid>` dropped afterwards.
+//! Under `cargo test --benches` (no `--bench` argument) it runs with 100 entries, as a check.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use hyper_util::rt::TokioIo;
+use sigil_proto::server::v1 as pb;
+use sigil_proto::server::v1::entry_client::EntryClient;
+use sigil_server::ca::{CaSettings, CertificateAuthority, MemoryKeyManager};
+use sigil_server::datastore::DataStore;
+use sigil_server::state::{ServerState, StateSettings};
+use sigil_spiffe::{KeyType, TrustDomain};
+use sqlx::{AssertSqlSafe, Connection};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tower::service_fn;
+
+/// Entries per run in `--bench` mode.
+const BENCH_ENTRIES: usize = 2_000;
+/// Entries per run under `cargo test`, to keep the check fast.
+const TEST_ENTRIES: usize = 100;
+/// The two call sizes measured.
+const BATCH_SIZES: [usize; 2] = [1, 50];
+/// Agents the entries are spread over (their parents).
+const AGENTS: usize = 100;
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n = if full { BENCH_ENTRIES } else { TEST_ENTRIES };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let postgres = std::env::var("SIGIL_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty());
+        if postgres.is_none() {
+            eprintln!("PostgreSQL skipped: SIGIL_TEST_POSTGRES_URL not set");
+        }
+        println!("entry creation through the admin API, {n} entries per run, sequential client");
+        println!(
+            "{:<10} {:>7} {:>8} {:>10} {:>12} {:>12}",
+            "backend", "batch", "calls", "seconds", "entries/s", "ms/call"
+        );
+        for batch in BATCH_SIZES {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("sigil.sqlite3").display());
+            let result = measure(&url, dir.path(), n, batch).await;
+            print_row("sqlite", n, batch, result);
+        }
+        if let Some(admin) = &postgres {
+            for batch in BATCH_SIZES {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let name = format!("sigil_bench_{}", uuid::Uuid::new_v4().simple());
+                admin_exec(admin, &format!("CREATE DATABASE {name}")).await;
+                let url = with_database(admin, &name);
+                // In its own task so that the database is dropped even when the run panics.
+                let run = tokio::spawn({
+                    let dir = dir.path().to_owned();
+                    async move { measure(&url, &dir, n, batch).await }
+                })
+                .await;
+                admin_exec(
+                    admin,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                )
+                .await;
+                match run {
+                    Ok(result) => print_row("postgres", n, batch, result),
+                    Err(error) => std::panic::resume_unwind(error.into_panic()),
+                }
+            }
+        }
+    });
+}
+
+fn print_row(backend: &str, n: usize, batch: usize, elapsed: Duration) {
+    let calls = n.div_ceil(batch);
+    let secs = elapsed.as_secs_f64();
+    println!(
+        "{:<10} {:>7} {:>8} {:>10.2} {:>12.0} {:>12.2}",
+        backend,
+        batch,
+        calls,
+        secs,
+        n as f64 / secs,
+        secs * 1000.0 / calls as f64
+    );
+}
+
+/// Serves the admin API over a datastore at `url` on a socket in `dir`, then creates `n`
+/// entries in calls of `batch`; returns the time the calls took (client connected before).
+async fn measure(url: &str, dir: &Path, n: usize, batch: usize) -> Duration {
+    let store = DataStore::open(url).await.expect("datastore");
+    let state = server_state(store.clone()).await;
+    let socket = dir.join("admin.sock");
+    let listener = UnixListener::bind(&socket).expect("bind admin socket");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(sigil_server::api::admin_routes(&state))
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                let _ = stopped.await;
+            }),
+    );
+    let mut client = EntryClient::new(connect(socket).await);
+
+    let entries: Vec<pb::RegistrationEntry> = (0..n).map(entry).collect();
+    let started = Instant::now();
+    for chunk in entries.chunks(batch) {
+        let response = client
+            .batch_create_entry(pb::BatchCreateEntryRequest {
+                entries: chunk.to_vec(),
+            })
+            .await
+            .expect("BatchCreateEntry")
+            .into_inner();
+        assert_eq!(response.results.len(), chunk.len());
+        for result in &response.results {
+            let status = result.status.as_ref().expect("a status per entry");
+            assert_eq!(status.code, 0, "entry refused: {}", status.message);
+        }
+    }
+    let elapsed = started.elapsed();
+
+    // Every entry reached both the datastore and the index.
+    assert_eq!(state.entry_count(), n);
+    assert_eq!(store.all_entries().await.expect("all entries").len(), n);
+    drop(client);
+    let _ = stop.send(());
+    server.await.expect("server task").expect("server");
+    store.close().await;
+    elapsed
+}
+
+/// Entry `i`: a unique SPIFFE ID and selectors, parented to one of [`AGENTS`] agents.
+fn entry(i: usize) -> pb::RegistrationEntry {
+    let selector = |kind: &str, value: String| pb::Selector {
+        r#type: kind.to_owned(),
+        value,
+    };
+    pb::RegistrationEntry {
+        spiffe_id: format!("spiffe://example.org/ns/bench/sa/workload-{i}"),
+        parent_id: format!(
+            "spiffe://example.org/sigil/agent/join_token/node-{}",
+            i % AGENTS
+        ),
+        selectors: vec![
+            selector("unix", format!("uid:{}", 10_000 + i)),
+            selector("unix", format!("gid:{}", i % 50)),
+        ],
+        ..Default::default()
+    }
+}
+
+async fn server_state(store: DataStore) -> Arc<ServerState> {
+    let trust_domain = TrustDomain::new("example.org").expect("trust domain");
+    let (ca, _) = CertificateAuthority::start(
+        CaSettings {
+            trust_domain: trust_domain.clone(),
+            key_type: KeyType::EcP256,
+            ttl: Duration::from_secs(24 * 3600),
+        },
+        Arc::new(MemoryKeyManager::new()),
+        None,
+        None,
+        SystemTime::now(),
+    )
+    .expect("ca");
+    let settings = StateSettings {
+        trust_domain,
+        default_x509_ttl: Duration::from_secs(3600),
+        default_jwt_ttl: Duration::from_secs(300),
+    };
+    Arc::new(
+        ServerState::load(settings, store, ca)
+            .await
+            .expect("server state"),
+    )
+}
+
+/// A gRPC channel over the Unix socket (the URI is a placeholder HTTP/2 needs).
+async fn connect(socket: PathBuf) -> Channel {
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
+        }))
+        .await
+        .expect("connect to the admin socket")
+}
+
+/// The admin URL with its database name replaced.
+fn with_database(admin: &str, name: &str) -> String {
+    let (base, query) = admin
+        .split_once('?')
+        .map_or((admin, None), |(b, q)| (b, Some(q)));
+    let (server, _) = base.rsplit_once('/').expect("database URL with a path");
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
+async fn admin_exec(admin: &str, statement: &str) {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(admin)
+        .await
+        .expect("connect to the PostgreSQL admin URL");
+    sqlx::query(AssertSqlSafe(statement.to_owned()))
+        .execute(&mut conn)
+        .await
+        .expect("admin statement");
+    conn.close().await.expect("close");
+}

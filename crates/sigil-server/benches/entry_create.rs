@@ -4,7 +4,8 @@
 //! Each (backend, batch size) starts from an empty database, so the figure covers a database
 //! growing from 0 to N entries.
 //!
-//! Run: `cargo bench -p sigil-server --bench entry_create` (2,000 entries per run); with
+//! Run: `cargo bench -p sigil-server --bench entry_create` (2,000 entries per run, 5 runs of
+//! each, the median reported); with
 //! `SIGIL_TEST_POSTGRES_URL` set to a PostgreSQL server with admin rights, PostgreSQL is
 //! measured too, in a fresh database `sigil_bench_<uuid>` dropped afterwards.
 //! Under `cargo test --benches` (no `--bench` argument) it runs with 100 entries, as a check.
@@ -28,6 +29,9 @@ use tower::service_fn;
 
 /// Entries per run in `--bench` mode.
 const BENCH_ENTRIES: usize = 2_000;
+/// Runs of each (backend, batch size) in `--bench` mode; the median is reported, as the
+/// machine is shared and one run can be slowed by others.
+const BENCH_ROUNDS: usize = 5;
 /// Entries per run under `cargo test`, to keep the check fast.
 const TEST_ENTRIES: usize = 100;
 /// The two call sizes measured.
@@ -37,7 +41,11 @@ const AGENTS: usize = 100;
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let n = if full { BENCH_ENTRIES } else { TEST_ENTRIES };
+    let (n, rounds) = if full {
+        (BENCH_ENTRIES, BENCH_ROUNDS)
+    } else {
+        (TEST_ENTRIES, 1)
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,54 +57,72 @@ fn main() {
         if postgres.is_none() {
             eprintln!("PostgreSQL skipped: SIGIL_TEST_POSTGRES_URL not set");
         }
-        println!("entry creation through the admin API, {n} entries per run, sequential client");
         println!(
-            "{:<10} {:>7} {:>8} {:>10} {:>12} {:>12}",
-            "backend", "batch", "calls", "seconds", "entries/s", "ms/call"
+            "entry creation through the admin API, {n} entries per run, sequential client, \
+             {rounds} runs each (fresh database per run)"
+        );
+        println!(
+            "{:<10} {:>6} {:>7} {:>14} {:>14} {:>14} {:>14}",
+            "backend", "batch", "calls", "median ent/s", "min ent/s", "max ent/s", "median ms/call"
         );
         for batch in BATCH_SIZES {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!("sqlite://{}", dir.path().join("sigil.sqlite3").display());
-            let result = measure(&url, dir.path(), n, batch).await;
-            print_row("sqlite", n, batch, result);
+            let mut times = Vec::new();
+            for _ in 0..rounds {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("sigil.sqlite3").display());
+                times.push(measure(&url, dir.path(), n, batch).await);
+            }
+            print_row("sqlite", n, batch, times);
         }
         if let Some(admin) = &postgres {
             for batch in BATCH_SIZES {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let name = format!("sigil_bench_{}", uuid::Uuid::new_v4().simple());
-                admin_exec(admin, &format!("CREATE DATABASE {name}")).await;
-                let url = with_database(admin, &name);
-                // In its own task so that the database is dropped even when the run panics.
-                let run = tokio::spawn({
-                    let dir = dir.path().to_owned();
-                    async move { measure(&url, &dir, n, batch).await }
-                })
-                .await;
-                admin_exec(
-                    admin,
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                )
-                .await;
-                match run {
-                    Ok(result) => print_row("postgres", n, batch, result),
-                    Err(error) => std::panic::resume_unwind(error.into_panic()),
+                let mut times = Vec::new();
+                for _ in 0..rounds {
+                    times.push(measure_postgres(admin, n, batch).await);
                 }
+                print_row("postgres", n, batch, times);
             }
         }
     });
 }
 
-fn print_row(backend: &str, n: usize, batch: usize, elapsed: Duration) {
+/// One run on a fresh PostgreSQL database, dropped afterwards.
+async fn measure_postgres(admin: &str, n: usize, batch: usize) -> Duration {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let name = format!("sigil_bench_{}", uuid::Uuid::new_v4().simple());
+    admin_exec(admin, &format!("CREATE DATABASE {name}")).await;
+    let url = with_database(admin, &name);
+    // In its own task so that the database is dropped even when the run panics.
+    let run = tokio::spawn({
+        let dir = dir.path().to_owned();
+        async move { measure(&url, &dir, n, batch).await }
+    })
+    .await;
+    admin_exec(
+        admin,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    )
+    .await;
+    match run {
+        Ok(elapsed) => elapsed,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+fn print_row(backend: &str, n: usize, batch: usize, mut times: Vec<Duration>) {
+    times.sort();
     let calls = n.div_ceil(batch);
-    let secs = elapsed.as_secs_f64();
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let median = times[times.len() / 2];
     println!(
-        "{:<10} {:>7} {:>8} {:>10.2} {:>12.0} {:>12.2}",
+        "{:<10} {:>6} {:>7} {:>14.0} {:>14.0} {:>14.0} {:>14.2}",
         backend,
         batch,
         calls,
-        secs,
-        n as f64 / secs,
-        secs * 1000.0 / calls as f64
+        rate(median),
+        rate(times[times.len() - 1]),
+        rate(times[0]),
+        median.as_secs_f64() * 1000.0 / calls as f64
     );
 }
 

@@ -12,7 +12,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 use hyper_util::rt::TokioIo;
 use sigil_proto::server::v1 as pb;

@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
 
 use sigil_core::{AttestedNode, RegistrationEntry, SelectorSet};
 use sigil_server::ca::{CaSettings, CertificateAuthority, MemoryKeyManager};
@@ -301,7 +302,7 @@ fn alias_id(z: usize) -> SpiffeId {
 fn node(a: usize, scale: Scale, now: i64) -> AttestedNode {
     let cluster = format!("k8s_psat:cluster:cluster-{}", a % scale.aliases());
     let name = format!("k8s_psat:agent_node_name:node-{a:05}");
-    let selectors = if a % 2 == 0 {
+    let selectors = if a.is_multiple_of(2) {
         selectors([
             cluster,
             name,
@@ -333,7 +334,7 @@ fn entry(i: usize, scale: Scale, now: i64) -> RegistrationEntry {
         id: DataStore::generate_entry_id(),
         spiffe_id: id(&format!("spiffe://example.org/ns/{ns}/sa/workload-{i}")),
         parent_id: parent,
-        selectors: if i % 4 == 0 {
+        selectors: if i.is_multiple_of(4) {
             selectors([
                 format!("k8s:ns:{ns}"),
                 format!("k8s:sa:workload-{i}"),
@@ -344,7 +345,7 @@ fn entry(i: usize, scale: Scale, now: i64) -> RegistrationEntry {
         },
         x509_svid_ttl: None,
         jwt_svid_ttl: None,
-        dns_names: if i % 10 == 0 {
+        dns_names: if i.is_multiple_of(10) {
             vec![format!("workload-{i}.{ns}.svc.cluster.local")]
         } else {
             vec![]

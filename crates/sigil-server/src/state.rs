@@ -21,7 +21,7 @@ use sigil_spiffe::{Bundle, SpiffeId, SpiffeIdError, TrustDomain};
 use zeroize::Zeroizing;
 
 use crate::ca::{CaError, CaEvent, CertificateAuthority};
-use crate::datastore::{DataStore, DataStoreError, NodeFilter};
+use crate::datastore::{DataStore, DataStoreError, EntryFilter, MAX_PAGE_SIZE, NodeFilter};
 use crate::hub::SyncHub;
 use crate::index::EntryIndex;
 
@@ -137,8 +137,20 @@ impl ServerState {
     ) -> Result<Self, DataStoreError> {
         let server_id = server_spiffe_id(&settings.trust_domain).map_err(corrupt_td)?;
         let mut index = EntryIndex::new(&settings.trust_domain).map_err(corrupt_td)?;
-        for entry in datastore.all_entries().await? {
-            index.upsert_entry(entry);
+        // Page by page: reading every row at once held all of them beside the index being
+        // built, and the freed buffers stayed resident (about 100 MiB at 100,000 entries).
+        let mut after = None;
+        loop {
+            let page = datastore
+                .list_entries(&EntryFilter::all(), after.as_ref(), MAX_PAGE_SIZE)
+                .await?;
+            for entry in page.entries {
+                index.upsert_entry(entry);
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
         }
         let mut agents = HashMap::new();
         for node in datastore.list_nodes(&NodeFilter::all()).await? {

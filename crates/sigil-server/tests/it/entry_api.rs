@@ -224,3 +224,19 @@ async fn sync_is_not_served_on_the_admin_api() {
         .unwrap_err();
     assert_eq!(error.code(), Code::Unimplemented);
 }
+
+#[tokio::test]
+async fn a_restarted_state_loads_every_entry_across_pages() {
+    let f = fixture().await;
+    let count = sigil_server::datastore::MAX_PAGE_SIZE as usize * 2 + 3;
+    let entries = (0..count)
+        .map(|i| entry(&format!("spiffe://example.org/w{i}"), &i.to_string()))
+        .collect::<Vec<_>>();
+    for chunk in entries.chunks(500) {
+        let results = create(&f.api, chunk.to_vec()).await;
+        assert!(results.iter().all(|r| r.0 == Code::Ok as i32));
+    }
+    // A new state over the same datastore, as a restarted server builds it.
+    let reloaded = support::state_on(f.state.datastore().clone()).await;
+    assert_eq!(reloaded.entry_count(), count);
+}

@@ -21,9 +21,12 @@ use sigil_spiffe::{Bundle, SpiffeId, SpiffeIdError, TrustDomain};
 use zeroize::Zeroizing;
 
 use crate::ca::{CaError, CaEvent, CertificateAuthority};
-use crate::datastore::{DataStore, DataStoreError, EntryFilter, MAX_PAGE_SIZE, NodeFilter};
+use crate::datastore::{DataStore, DataStoreError, NodeFilter};
 use crate::hub::SyncHub;
 use crate::index::EntryIndex;
+
+/// Entries read per query when the state is loaded.
+const LOAD_PAGE_SIZE: u32 = 10_000;
 
 /// The join-token lifetime when the caller does not give one (SPIRE's default too).
 pub const DEFAULT_JOIN_TOKEN_TTL: Duration = Duration::from_secs(600);
@@ -142,7 +145,7 @@ impl ServerState {
         let mut after = None;
         loop {
             let page = datastore
-                .list_entries(&EntryFilter::all(), after.as_ref(), MAX_PAGE_SIZE)
+                .entries_after(after.as_ref(), LOAD_PAGE_SIZE)
                 .await?;
             for entry in page.entries {
                 index.upsert_entry(entry);

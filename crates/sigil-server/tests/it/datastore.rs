@@ -771,6 +771,24 @@ async fn entry_paging(ctx: Ctx) {
     let expected: Vec<String> = (0..25).map(|i| format!("e{i:02}")).collect();
     assert_eq!(seen, expected);
 
+    // The start-up reader, by ID range: the same entries with all their children, whatever
+    // the page size (25 is a multiple of 5: the last full page is followed by an empty one).
+    let all = s.all_entries().await.unwrap();
+    for limit in [1, 5, 7, 25, 100] {
+        let mut read = Vec::new();
+        let mut after: Option<EntryId> = None;
+        loop {
+            let page = s.entries_after(after.as_ref(), limit).await.unwrap();
+            assert!(page.entries.len() <= limit as usize);
+            read.extend(page.entries);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(read, all, "page size {limit}");
+    }
+
     // Exactly one full page: no next page.
     let filter = EntryFilter::all().selector(sel("parity:odd"));
     let page = s.list_entries(&filter, None, 12).await.unwrap();

@@ -197,6 +197,14 @@ fn assert_denied<T: std::fmt::Debug>(result: Result<T, Status>) {
     assert_eq!(status.message(), "permission denied");
 }
 
+/// Opens a sync stream on `channel`.
+async fn sync(channel: Channel) -> Result<Streaming<pb::SyncAuthorizedEntriesResponse>, Status> {
+    Ok(EntryClient::new(channel)
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .await?
+        .into_inner())
+}
+
 async fn next_update(stream: &mut Streaming<pb::SyncAuthorizedEntriesResponse>) -> Update {
     tokio::time::timeout(Duration::from_secs(30), stream.message())
         .await
@@ -378,11 +386,7 @@ async fn calls_without_an_attested_agent_svid_are_denied() {
             .renew_agent(pb::RenewAgentRequest { csr: csr.clone() })
             .await,
     );
-    assert_denied(
-        EntryClient::new(anonymous.clone())
-            .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
-            .await,
-    );
+    assert_denied(sync(anonymous.clone()).await);
     assert_denied(
         SvidClient::new(anonymous.clone())
             .batch_new_x509svid(pb::BatchNewX509svidRequest { params: vec![] })
@@ -411,11 +415,7 @@ async fn calls_without_an_attested_agent_svid_are_denied() {
         "spiffe://example.org/sigil/agent/join_token/never-attested",
     ] {
         let channel = f.as_agent(&ca_signed(spiffe_id)).await;
-        assert_denied(
-            EntryClient::new(channel)
-                .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
-                .await,
-        );
+        assert_denied(sync(channel).await);
     }
 
     // Administrative calls are not served here at all.
@@ -450,11 +450,7 @@ async fn sync_sends_a_snapshot_then_only_this_agents_changes() {
     )
     .await;
 
-    let mut stream = EntryClient::new(f.as_agent(&agent).await)
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = sync(f.as_agent(&agent).await).await.unwrap();
     let Update::Snapshot(snapshot) = next_update(&mut stream).await else {
         panic!("the first message is not a snapshot");
     };
@@ -516,11 +512,7 @@ async fn a_snapshot_of_many_entries_is_split_into_parts() {
         )
         .await;
     }
-    let mut stream = EntryClient::new(f.as_agent(&agent).await)
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = sync(f.as_agent(&agent).await).await.unwrap();
     let mut received = 0;
     let mut parts = 0;
     loop {
@@ -722,11 +714,6 @@ async fn renewal_replaces_the_certificate_and_retires_the_old_one_once_used() {
 
     // Until the new certificate is used, the old one still works (the answer may have
     // been lost); once it is, the old one is refused.
-    let sync = |channel: Channel| async move {
-        EntryClient::new(channel)
-            .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
-            .await
-    };
     assert!(sync(f.as_agent(&old).await).await.is_ok());
     assert!(sync(f.as_agent(&new).await).await.is_ok());
     assert_denied(sync(f.as_agent(&old).await).await);
@@ -745,11 +732,7 @@ async fn a_banned_agent_loses_its_stream_and_cannot_renew_or_attest_again() {
     )
     .await;
     let channel = f.as_agent(&agent).await;
-    let mut stream = EntryClient::new(channel.clone())
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = sync(channel.clone()).await.unwrap();
     assert!(matches!(
         next_update(&mut stream).await,
         Update::Snapshot(_)
@@ -785,11 +768,7 @@ async fn an_evicted_agent_must_attest_again() {
     let f = Fixture::start().await;
     let agent = f.new_agent().await;
     let channel = f.as_agent(&agent).await;
-    let mut stream = EntryClient::new(channel.clone())
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = sync(channel.clone()).await.unwrap();
     assert!(matches!(
         next_update(&mut stream).await,
         Update::Snapshot(_)
@@ -820,11 +799,7 @@ async fn an_evicted_agent_must_attest_again() {
 async fn shutdown_ends_open_streams() {
     let f = Fixture::start().await;
     let agent = f.new_agent().await;
-    let mut stream = EntryClient::new(f.as_agent(&agent).await)
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = sync(f.as_agent(&agent).await).await.unwrap();
     assert!(matches!(
         next_update(&mut stream).await,
         Update::Snapshot(_)
@@ -869,11 +844,7 @@ async fn node_alias_entries_reach_agents_by_their_node_selectors() {
     )
     .await;
 
-    let mut stream = EntryClient::new(f.as_agent(&agent).await)
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = sync(f.as_agent(&agent).await).await.unwrap();
     let Update::Snapshot(snapshot) = next_update(&mut stream).await else {
         panic!("expected a snapshot");
     };
@@ -908,11 +879,7 @@ async fn federated_bundles_follow_the_entries_that_need_them() {
         .set_federated_bundle(foreign_bundle("partner.org"))
         .await
         .unwrap();
-    let mut stream = EntryClient::new(f.as_agent(&agent).await)
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = sync(f.as_agent(&agent).await).await.unwrap();
     let Update::Snapshot(snapshot) = next_update(&mut stream).await else {
         panic!("expected a snapshot");
     };
@@ -966,11 +933,7 @@ async fn federated_bundles_follow_the_entries_that_need_them() {
 async fn a_prepared_ca_reaches_every_agent_before_it_signs() {
     let f = Fixture::start().await;
     let agent = f.new_agent().await;
-    let mut stream = EntryClient::new(f.as_agent(&agent).await)
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = sync(f.as_agent(&agent).await).await.unwrap();
     let Update::Snapshot(snapshot) = next_update(&mut stream).await else {
         panic!("expected a snapshot");
     };

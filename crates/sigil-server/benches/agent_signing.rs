@@ -10,6 +10,10 @@
 
 #[path = "../tests/it/agent_client.rs"]
 mod agent_client;
+// The tests' fixture builds the server state (SQLite datastore, in-memory P-256 CA).
+#[allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+#[path = "../tests/it/support.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -26,12 +30,10 @@ use sigil_proto::server::v1::attest_agent_request::{Params, Step};
 use sigil_proto::server::v1::attest_agent_response::Step as ResponseStep;
 use sigil_proto::server::v1::svid_client::SvidClient;
 use sigil_server::agent_api;
-use sigil_server::ca::{CaSettings, CertificateAuthority, MemoryKeyManager};
-use sigil_server::datastore::DataStore;
-use sigil_server::state::{ServerState, StateSettings};
+use sigil_server::state::ServerState;
 use sigil_spiffe::tls::TlsMaterial;
 use sigil_spiffe::x509::{X509Svid, create_csr};
-use sigil_spiffe::{BundleSet, KeyType, PrivateKey, SpiffeId, TrustDomain};
+use sigil_spiffe::{BundleSet, KeyType, PrivateKey, SpiffeId};
 use tokio::time::Instant;
 
 const CLIENTS: usize = 2;
@@ -95,30 +97,6 @@ fn raw_rate(threads: usize, duration: Duration) -> f64 {
     counts.iter().sum::<u64>() as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn state(dir: &tempfile::TempDir) -> Arc<ServerState> {
-    let url = format!("sqlite://{}", dir.path().join("db.sqlite3").display());
-    let store = DataStore::open(&url).await.unwrap();
-    let td = TrustDomain::new("example.org").unwrap();
-    let (ca, _) = CertificateAuthority::start(
-        CaSettings {
-            trust_domain: td.clone(),
-            key_type: KeyType::EcP256,
-            ttl: Duration::from_secs(24 * 3600),
-        },
-        Arc::new(MemoryKeyManager::new()),
-        None,
-        None,
-        SystemTime::now(),
-    )
-    .unwrap();
-    let settings = StateSettings {
-        trust_domain: td,
-        default_x509_ttl: Duration::from_secs(3600),
-        default_jwt_ttl: Duration::from_secs(300),
-    };
-    Arc::new(ServerState::load(settings, store, ca).await.unwrap())
-}
-
 /// Attests an agent with a join token; returns its SVID.
 async fn attest(state: &ServerState, addr: std::net::SocketAddr, bundles: &BundleSet) -> X509Svid {
     let token = state
@@ -168,9 +146,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    // Holds the temporary directory of the datastore until the end.
+    let fixture = runtime.block_on(support::state());
     let (state, addr, entry, agent) = runtime.block_on(async {
-        let state = state(&dir).await;
+        let state = Arc::clone(&fixture.state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(agent_api::serve(

@@ -10,18 +10,19 @@
 //! measured too, in a fresh database `sigil_bench_<uuid>` dropped afterwards.
 //! Under `cargo test --benches` (no `--bench` argument) it runs with 100 entries, as a check.
 
+// The tests' fixture builds the server state (SQLite datastore, in-memory P-256 CA).
+#[allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+#[path = "../tests/it/support.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::time::Instant;
 
 use hyper_util::rt::TokioIo;
 use sigil_proto::server::v1 as pb;
 use sigil_proto::server::v1::entry_client::EntryClient;
-use sigil_server::ca::{CaSettings, CertificateAuthority, MemoryKeyManager};
 use sigil_server::datastore::DataStore;
-use sigil_server::state::{ServerState, StateSettings};
-use sigil_spiffe::{KeyType, TrustDomain};
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
@@ -131,7 +132,7 @@ fn print_row(backend: &str, n: usize, batch: usize, mut times: Vec<Duration>) {
 /// entries in calls of `batch`; returns the time the calls took (client connected before).
 async fn measure(url: &str, dir: &Path, n: usize, batch: usize) -> Duration {
     let store = DataStore::open(url).await.expect("datastore");
-    let state = server_state(store.clone()).await;
+    let state = support::state_on(store.clone()).await;
     let socket = dir.join("admin.sock");
     let listener = UnixListener::bind(&socket).expect("bind admin socket");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -190,32 +191,6 @@ fn entry(i: usize) -> pb::RegistrationEntry {
         ],
         ..Default::default()
     }
-}
-
-async fn server_state(store: DataStore) -> Arc<ServerState> {
-    let trust_domain = TrustDomain::new("example.org").expect("trust domain");
-    let (ca, _) = CertificateAuthority::start(
-        CaSettings {
-            trust_domain: trust_domain.clone(),
-            key_type: KeyType::EcP256,
-            ttl: Duration::from_secs(24 * 3600),
-        },
-        Arc::new(MemoryKeyManager::new()),
-        None,
-        None,
-        SystemTime::now(),
-    )
-    .expect("ca");
-    let settings = StateSettings {
-        trust_domain,
-        default_x509_ttl: Duration::from_secs(3600),
-        default_jwt_ttl: Duration::from_secs(300),
-    };
-    Arc::new(
-        ServerState::load(settings, store, ca)
-            .await
-            .expect("server state"),
-    )
 }
 
 /// A gRPC channel over the Unix socket (the URI is a placeholder HTTP/2 needs).

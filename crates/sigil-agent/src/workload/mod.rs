@@ -1,0 +1,1 @@
+//! The workload side of the agent: the Unix socket, who is calling, and the Workload API.

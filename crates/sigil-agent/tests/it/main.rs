@@ -1,0 +1,1 @@
+//! The agent's integration tests: one binary, one module per subject.

@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod duration;
 pub mod entry;
 pub mod node;

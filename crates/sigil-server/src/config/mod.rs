@@ -5,7 +5,6 @@
 //! (including a relative SQLite path in `datastore.url`) are relative to the directory of the
 //! config file, so a config means the same thing whatever the working directory.
 
-mod error;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -15,17 +14,18 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sigil_core::config::{
+    parse_toml, place, positive_duration, quoted, read_config_file, resolve_path, socket_addr,
+};
 use sigil_core::entry::{MAX_SVID_TTL, MIN_SVID_TTL};
-use sigil_core::{format_duration, parse_duration};
+use sigil_core::format_duration;
 use sigil_spiffe::{KeyType, SpiffeId, TrustDomain};
 
-pub use error::{ConfigError, ConfigErrorKind};
 pub use raw::{
     RawBundleEndpoint, RawCa, RawConfig, RawDatastore, RawFederatesWith, RawFederation, RawHealth,
     RawSvid, RawUpstream,
 };
-
-use error::TOP_LEVEL;
+pub use sigil_core::config::{ConfigError, ConfigErrorKind};
 
 /// The longest path a Unix socket address holds on Linux (`sun_path` is 108 bytes with the
 /// terminating NUL); a longer admin socket path would only fail when the server binds it.
@@ -259,24 +259,14 @@ impl Config {
     /// Reads and checks the config file at `path`. Relative paths in it are taken relative to
     /// the directory holding it. Reads only this file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        // `absolute` is lexical: it does not touch the filesystem.
-        let file = std::path::absolute(path)
-            .map_err(|e| ConfigError::new(ConfigErrorKind::Read(e)).in_file(path))?;
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| ConfigError::new(ConfigErrorKind::Read(e)).in_file(path))?;
-        let base_dir = file.parent().unwrap_or(Path::new("/"));
-        Self::parse(&text, base_dir).map_err(|e| e.in_file(path))
+        let (text, base_dir) = read_config_file(path)?;
+        Self::parse(&text, &base_dir).map_err(|e| e.in_file(path))
     }
 
     /// Parses and checks config text; relative paths are resolved against `base_dir`, which
     /// should be absolute.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        Self::from_raw(RawConfig::parse(text)?, base_dir).map_err(|error| {
-            // A value refused by the checks is pointed at in the file, when it is written
-            // there (a refused default has no position).
-            let position = error.key().and_then(|key| locate(text, &key));
-            error.at_position(position)
-        })
+        Self::from_raw(RawConfig::parse(text)?, base_dir).map_err(|error| place(text, error))
     }
 
     /// Checks a raw config. This is the `TryFrom<RawConfig>` of style.md with the one extra
@@ -405,57 +395,7 @@ impl Config {
 impl RawConfig {
     /// Parses TOML text; errors name the key path and carry the line and column.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let deserializer = toml::Deserializer::parse(text).map_err(|e| {
-            ConfigError::new(ConfigErrorKind::Syntax(one_line(e.message())))
-                .at_position(e.span().map(|s| line_column(text, s.start)))
-        })?;
-        Self::deserialize_tracked(deserializer).map_err(|(path, e)| {
-            let position = e.span().map(|s| line_column(text, s.start));
-            serde_error(&path, e.message()).at_position(position)
-        })
-    }
-
-    fn deserialize_tracked(
-        deserializer: toml::Deserializer<'_>,
-    ) -> Result<Self, (String, toml::de::Error)> {
-        serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            (path, e.into_inner())
-        })
-    }
-}
-
-/// Turns serde's fixed messages for unknown and missing fields into our wording, which names
-/// the whole key path (`path` is where the deserializer stood: `.` for the root).
-fn serde_error(path: &str, message: &str) -> ConfigError {
-    let message = one_line(message);
-    let at = if path == "." { None } else { Some(path) };
-    let join = |key: &str| match at {
-        Some(at) => format!("{at}.{key}"),
-        None => key.to_owned(),
-    };
-    if let Some(rest) = message.strip_prefix("unknown field `")
-        && let Some((key, expected)) = rest.split_once("`, ")
-    {
-        // serde_path_to_error includes the unknown key in the path; the table is its parent.
-        let table = at
-            .and_then(|p| p.strip_suffix(key))
-            .map(|p| p.trim_end_matches('.'))
-            .filter(|p| !p.is_empty());
-        return ConfigError::new(ConfigErrorKind::UnknownKey {
-            key: key.to_owned(),
-            at: table.unwrap_or(TOP_LEVEL).to_owned(),
-            expected: expected.replace('`', ""),
-        });
-    }
-    if let Some(rest) = message.strip_prefix("missing field `")
-        && let Some(key) = rest.strip_suffix('`')
-    {
-        return ConfigError::new(ConfigErrorKind::MissingKey(join(key)));
-    }
-    match at {
-        Some(key) => ConfigError::invalid(key, message),
-        None => ConfigError::invalid("(top level)", message),
+        parse_toml(text)
     }
 }
 
@@ -753,81 +693,4 @@ fn redact_url(text: &str) -> String {
         Ok(url) => url.to_string(),
         Err(_) => "(invalid url)".to_owned(),
     }
-}
-
-fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let duration = parse_duration(text).map_err(|e| ConfigError::invalid(key, e))?;
-    if duration.is_zero() {
-        return Err(ConfigError::invalid(
-            key,
-            format!("{text:?} is zero; it must be positive"),
-        ));
-    }
-    Ok(duration)
-}
-
-fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse().map_err(|_| {
-        ConfigError::invalid(
-            key,
-            format!("invalid address {text:?}: write IP:PORT, such as 0.0.0.0:8081 or [::1]:8081"),
-        )
-    })
-}
-
-fn resolve_path(key: &str, text: &str, base_dir: &Path) -> Result<PathBuf, ConfigError> {
-    if text.is_empty() {
-        return Err(ConfigError::invalid(key, "path is empty"));
-    }
-    // `join` keeps an absolute `text` as it is.
-    Ok(base_dir.join(text))
-}
-
-fn quoted(value: &str, error: impl fmt::Display) -> String {
-    format!("invalid value {value:?}: {error}")
-}
-
-fn one_line(message: &str) -> String {
-    message.trim().replace('\n', "; ")
-}
-
-/// The position of the value of `key` (`ca.ttl`, `federation.federates_with[0].url`) in the
-/// TOML text, if it is written there.
-fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
-    use toml::de::{DeTable, DeValue};
-
-    let document = DeTable::parse(text).ok()?;
-    let mut table = document.get_ref();
-    let mut parts = key.split('.').peekable();
-    while let Some(part) = parts.next() {
-        let (name, index) = match part.split_once('[') {
-            Some((name, index)) => (name, Some(index.strip_suffix(']')?.parse::<usize>().ok()?)),
-            None => (part, None),
-        };
-        let mut value = table.get(name)?;
-        if let Some(index) = index {
-            let DeValue::Array(array) = value.get_ref() else {
-                return None;
-            };
-            value = array.get(index)?;
-        }
-        if parts.peek().is_none() {
-            return Some(line_column(text, value.span().start));
-        }
-        let DeValue::Table(inner) = value.get_ref() else {
-            return None;
-        };
-        table = inner;
-    }
-    None
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
 }

@@ -196,14 +196,6 @@ fn listeners_may_share_port_zero_but_not_a_real_port() {
     ));
 }
 
-#[test]
-fn line_and_column_are_counted_in_characters() {
-    assert_eq!(line_column("ab\ncdé\nf", 0), (1, 1));
-    assert_eq!(line_column("ab\ncdé\nf", 3), (2, 1));
-    assert_eq!(line_column("ab\ncdé\nf", 8), (3, 1));
-    assert_eq!(line_column("ab\ncdé\nf", 99), (3, 2));
-}
-
 /// Each bad config and the exact error it gets: every message names the key.
 #[test]
 fn bad_configs_get_errors_naming_the_key() {

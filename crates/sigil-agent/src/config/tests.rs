@@ -1,0 +1,139 @@
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use super::*;
+
+const HEAD: &str = "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:8081\"\n\
+                    data_dir = \"data\"\n";
+const TOKEN: &str = "[node_attestor]\ntype = \"join_token\"\ntoken = \"abc\"\n";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/sigil"))
+}
+
+#[test]
+fn minimal_config_gets_defaults_and_absolute_paths() {
+    let config = parse(&format!("{HEAD}trust_bundle_path = \"b.pem\"\n{TOKEN}")).unwrap();
+    assert_eq!(config.data_dir, Path::new("/etc/sigil/data"));
+    assert_eq!(config.socket_path, Path::new("/etc/sigil/data/api.sock"));
+    assert_eq!(
+        config.bootstrap,
+        Bootstrap::Path {
+            path: "/etc/sigil/b.pem".into(),
+            format: BundleFormat::Pem
+        }
+    );
+    assert_eq!(
+        config.workload_attestors,
+        vec![WorkloadAttestor::Unix {
+            discover_workload_path: false,
+            workload_sha256: false,
+            workload_size_limit: 0
+        }]
+    );
+    assert_eq!(config.svid, SvidConfig::default());
+    assert_eq!(
+        config.server_spiffe_id().to_string(),
+        "spiffe://example.org/sigil/server"
+    );
+    assert!(config.warnings().is_empty());
+}
+
+#[test]
+fn the_token_never_shows_in_debug_output() {
+    let config = parse(&format!("{HEAD}insecure_bootstrap = true\n{TOKEN}")).unwrap();
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("abc"), "{printed}");
+    let raw: RawConfig = parse_toml(&format!("{HEAD}insecure_bootstrap = true\n{TOKEN}")).unwrap();
+    assert!(!format!("{raw:?}").contains("abc"));
+    assert_eq!(config.warnings().len(), 1);
+}
+
+/// Each bad config and the error it gets; every message names the key.
+#[test]
+fn bad_configs_get_errors_naming_the_key() {
+    let bundle = "trust_bundle_path = \"b.pem\"\n";
+    let cases: &[(String, &str)] = &[
+        (
+            format!("{HEAD}{TOKEN}"),
+            "trust_bundle_path: no way to trust the server",
+        ),
+        (
+            format!("{HEAD}{bundle}insecure_bootstrap = true\n{TOKEN}"),
+            "trust_bundle_path: set exactly one of",
+        ),
+        (
+            format!("{HEAD}trust_bundle_url = \"http://x/b\"\n{TOKEN}"),
+            "trust_bundle_url: \"http://x/b\" must be an https:// URL",
+        ),
+        (
+            format!("{HEAD}{bundle}trust_bundle_format = \"der\"\n{TOKEN}"),
+            "trust_bundle_format: unknown format \"der\"",
+        ),
+        (
+            format!("{HEAD}{bundle}[node_attestor]\ntype = \"tpm\"\n"),
+            "node_attestor.type: unknown node attestor \"tpm\"",
+        ),
+        (
+            format!("{HEAD}{bundle}[node_attestor]\ntype = \"join_token\"\n"),
+            "missing required key \"node_attestor.token\"",
+        ),
+        (
+            format!("{HEAD}{bundle}{TOKEN}token_file = \"t\"\n"),
+            "node_attestor.token_file: set token or token_file, not both",
+        ),
+        (
+            format!("{HEAD}{bundle}{TOKEN}[[workload_attestor]]\ntype = \"docker\"\n"),
+            "workload_attestor[0].type: unknown workload attestor \"docker\"",
+        ),
+        (
+            format!("{HEAD}{bundle}{TOKEN}[svid]\nkey_type = \"dsa\"\n"),
+            "svid.key_type: invalid value \"dsa\"",
+        ),
+        (
+            format!("{HEAD}{bundle}{TOKEN}[svid]\nx509_cache_size = 0\n"),
+            "svid.x509_cache_size: must be at least 1",
+        ),
+        (
+            format!("{HEAD}{bundle}{TOKEN}[svid]\nttl = \"1h\"\n"),
+            "unknown key \"ttl\" at svid",
+        ),
+        (
+            format!("{HEAD}{bundle}{TOKEN}").replace("127.0.0.1:8081", "localhost"),
+            "server_address: invalid address \"localhost\"",
+        ),
+        (
+            format!(
+                "{HEAD}{bundle}{TOKEN}socket_path = \"/{}\"\n",
+                "s".repeat(120)
+            ),
+            "unknown key",
+        ),
+        (
+            format!(
+                "{HEAD}{bundle}socket_path = \"/{}\"\n{TOKEN}",
+                "s".repeat(120)
+            ),
+            "socket_path: \"/sss",
+        ),
+        (
+            format!("{HEAD}{bundle}{TOKEN}").replace("example.org", "Example.org"),
+            "trust_domain: invalid value \"Example.org\"",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = parse(text).unwrap_err().to_string();
+        assert!(
+            error.contains(expected),
+            "{text}\n-> {error}\nwanted {expected}"
+        );
+    }
+}
+
+#[test]
+fn an_error_points_at_the_line_of_the_value() {
+    let text = format!("{HEAD}trust_bundle_path = \"b.pem\"\n{TOKEN}[svid]\nkey_type = \"x\"\n");
+    let error = parse(&text).unwrap_err();
+    assert_eq!(error.position().map(|(line, _)| line), Some(9));
+}

@@ -6,5 +6,12 @@
 //! The `sigil` binary is a thin layer over this crate. The agent never depends on the server
 //! crate: everything it knows of the server comes over the `sigil.server.v1` agent API.
 
+mod backoff;
 pub mod config;
+pub mod identity;
+pub mod jwt;
+pub mod run;
+pub mod server;
+pub mod svids;
+pub mod sync;
 pub mod workload;

@@ -1,1 +1,4 @@
 //! The workload side of the agent: the Unix socket, who is calling, and the Workload API.
+
+pub mod api;
+pub mod caller;

@@ -1,5 +1,6 @@
+//! `sigil agent run|validate` (the agent itself, in `agent_run`) and
 //! `sigil agent list|show|ban|evict`: attested agents through the admin API on the server's
-//! Unix socket. (`sigil agent run`, the agent itself, will sit beside them.)
+//! Unix socket.
 
 use anyhow::bail;
 use clap::builder::NonEmptyStringValueParser;
@@ -16,6 +17,10 @@ use super::{Output, client};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AgentCommand {
+    /// Run the agent until SIGTERM or SIGINT.
+    Run(super::agent_run::ConfigArgs),
+    /// Parse and check an agent config without connecting, binding or creating anything.
+    Validate(super::agent_run::ConfigArgs),
     /// List attested agents, those matching every filter given (all without filters).
     List(ListArgs),
     /// Show one attested agent.
@@ -49,12 +54,18 @@ pub(crate) struct IdArgs {
 }
 
 pub(crate) fn run(command: AgentCommand, output: Output) -> anyhow::Result<()> {
+    let command = match command {
+        AgentCommand::Run(args) => return super::agent_run::run(&args),
+        AgentCommand::Validate(args) => return super::agent_run::validate(&args, output),
+        other => other,
+    };
     client::runtime()?.block_on(async move {
         match command {
             AgentCommand::List(args) => list(args, output).await,
             AgentCommand::Show(args) => show(args, output).await,
             AgentCommand::Ban(args) => ban(args, output).await,
             AgentCommand::Evict(args) => evict(args, output).await,
+            AgentCommand::Run(_) | AgentCommand::Validate(_) => unreachable!("handled above"),
         }
     })
 }

@@ -1,6 +1,7 @@
 //! The command tree and its dispatch; each command group lives in its own module.
 
 mod agent;
+mod agent_run;
 mod bundle;
 mod client;
 mod entry;
@@ -51,7 +52,7 @@ enum Command {
     /// JWT-SVIDs minted by the server for any workload ID.
     #[command(subcommand)]
     Jwt(mint::JwtCommand),
-    /// Attested agents, through the server's admin socket.
+    /// The agent (run, validate) and attested agents (through the server's admin socket).
     #[command(subcommand)]
     Agent(agent::AgentCommand),
     /// Join tokens for agent attestation, through the server's admin socket.

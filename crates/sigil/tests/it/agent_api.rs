@@ -33,7 +33,7 @@ fn server_id() -> SpiffeId {
     id("spiffe://example.org/sigil/server")
 }
 
-fn write_config(dir: &Path) -> SocketAddr {
+pub(crate) fn write_config(dir: &Path) -> SocketAddr {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -5,6 +5,7 @@
 
 mod agent_admin;
 mod agent_api;
+mod agent_run;
 mod bundle_mint;
 mod harness;
 mod health;

@@ -1,0 +1,336 @@
+//! The X.509-SVID cache: keys generated here, CSRs sent to the server in batches, SVIDs
+//! re-signed before they age, and the result published to the Workload API as a
+//! [`WorkloadView`].
+//!
+//! An SVID is (re-)signed when its entry first arrives, when the entry changes (new
+//! revision), when its chain no longer verifies against the trust domain's bundle (the
+//! signing authority changed), and when between 45% and 50% of its lifetime is gone (the
+//! jitter spreads the load of many SVIDs signed together). The cache holds at most
+//! `cache_size` SVIDs; entries beyond that are not signed (oldest entries first).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sigil_core::RegistrationEntry;
+use sigil_proto::server::v1 as pb;
+use sigil_proto::server::v1::svid_client::SvidClient;
+use sigil_spiffe::x509::create_csr;
+use sigil_spiffe::{
+    Bundle, BundleSet, KeyType, PrivateKey, SvidUsage, TrustDomain, X509Svid, verify_chain,
+};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::backoff::{Backoff, unit_random};
+use crate::identity::now;
+use crate::sync::Authorized;
+
+/// The most CSRs in one `BatchNewX509SVID` call (the server accepts 1,000).
+const BATCH: usize = 500;
+
+/// What the Workload API serves from: the authorized entries, their SVIDs, every known
+/// bundle.
+#[derive(Clone, Debug, Default)]
+pub struct WorkloadView {
+    /// The authorized entries that have not expired, oldest first (so a workload's default
+    /// SVID does not change when an entry is added).
+    pub entries: Vec<RegistrationEntry>,
+    /// X.509-SVIDs by entry ID; an entry without one is still being signed (or beyond the
+    /// cache size).
+    pub svids: HashMap<String, Arc<X509Svid>>,
+    /// Bundles by trust domain name (ours and federated).
+    pub bundles: BTreeMap<String, Bundle>,
+    /// Whether the first sync has completed.
+    pub synced: bool,
+}
+
+impl WorkloadView {
+    /// The entries whose selectors are all among `selectors`, oldest first.
+    pub fn matching<'a>(
+        &'a self,
+        selectors: &'a sigil_core::SelectorSet,
+    ) -> impl Iterator<Item = &'a RegistrationEntry> + 'a {
+        self.entries
+            .iter()
+            .filter(move |entry| entry.selectors.is_subset_of(selectors))
+    }
+}
+
+struct Cached {
+    revision: u64,
+    svid: Arc<X509Svid>,
+    rotate_at: SystemTime,
+}
+
+/// Keeps the SVIDs of the authorized entries signed and publishes the view.
+pub struct SvidCache {
+    channel: Channel,
+    trust_domain: TrustDomain,
+    key_type: KeyType,
+    cache_size: usize,
+    cached: HashMap<String, Cached>,
+    /// The own bundle the cached SVIDs were last checked against.
+    checked_against: Option<Bundle>,
+    view: watch::Sender<Arc<WorkloadView>>,
+}
+
+impl SvidCache {
+    /// A cache signing through `channel`, publishing on `view`.
+    pub fn new(
+        channel: Channel,
+        trust_domain: TrustDomain,
+        key_type: KeyType,
+        cache_size: usize,
+        view: watch::Sender<Arc<WorkloadView>>,
+    ) -> Self {
+        Self {
+            channel,
+            trust_domain,
+            key_type,
+            cache_size,
+            cached: HashMap::new(),
+            checked_against: None,
+            view,
+        }
+    }
+
+    /// Runs until `shutdown`: follows `authorized`, signs what is due, publishes the view.
+    pub async fn run(
+        mut self,
+        mut authorized: watch::Receiver<Arc<Authorized>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        loop {
+            let current = authorized.borrow_and_update().clone();
+            let due = self.refresh(&current);
+            if !due.is_empty() && retry_at.is_none_or(|at| at <= tokio::time::Instant::now()) {
+                match self.sign(due).await {
+                    Ok(()) => {
+                        backoff.reset();
+                        retry_at = None;
+                    }
+                    Err(status) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(
+                            "signing workload SVIDs failed: {}: {}; retrying in {delay:?}",
+                            status.code(),
+                            status.message()
+                        );
+                        retry_at = Some(tokio::time::Instant::now() + delay);
+                    }
+                }
+            }
+            self.publish(&current);
+            let wake = self.next_rotation().map(|at| {
+                let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+                tokio::time::Instant::now() + wait
+            });
+            let wake = match (wake, retry_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = authorized.changed() => if changed.is_err() { return },
+                () = sleep => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// Drops what no longer applies; returns the entries to sign now, oldest first.
+    fn refresh(&mut self, authorized: &Authorized) -> Vec<RegistrationEntry> {
+        let wanted = wanted(authorized, self.cache_size);
+        let keep: HashMap<&str, u64> = wanted
+            .iter()
+            .map(|entry| (entry.id.as_str(), entry.revision))
+            .collect();
+        self.cached
+            .retain(|id, cached| keep.get(id.as_str()) == Some(&cached.revision));
+        let own = authorized.bundles.get(self.trust_domain.as_str());
+        if own != self.checked_against.as_ref() {
+            // The bundle changed: SVIDs whose authority left it are re-signed. Checked only on
+            // a bundle change, since each check is a signature verification per SVID.
+            let own_set: BundleSet = own.cloned().into_iter().collect();
+            let now = now();
+            self.cached.retain(|_, cached| {
+                !own_set.is_empty()
+                    && verify_chain(
+                        cached.svid.cert_chain(),
+                        &own_set,
+                        now,
+                        SvidUsage::ServerAuth,
+                    )
+                    .is_ok()
+            });
+            self.checked_against = own.cloned();
+        }
+        let now_system = SystemTime::now();
+        wanted
+            .into_iter()
+            .filter(|entry| {
+                self.cached
+                    .get(entry.id.as_str())
+                    .is_none_or(|cached| cached.rotate_at <= now_system)
+            })
+            .cloned()
+            .collect()
+    }
+
+    async fn sign(&mut self, due: Vec<RegistrationEntry>) -> Result<(), tonic::Status> {
+        for chunk in due.chunks(BATCH) {
+            let chunk = chunk.to_vec();
+            let key_type = self.key_type;
+            // Key generation and CSR signing are CPU work: off the async threads.
+            let prepared = tokio::task::spawn_blocking(move || {
+                chunk
+                    .into_iter()
+                    .filter_map(|entry| {
+                        let key = PrivateKey::generate(key_type).ok()?;
+                        let csr = create_csr(&key, &entry.spiffe_id).ok()?;
+                        Some((entry, key, csr))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|_| tonic::Status::internal("key generation task failed"))?;
+            let request = pb::BatchNewX509svidRequest {
+                params: prepared
+                    .iter()
+                    .map(|(entry, _, csr)| pb::batch_new_x509svid_request::Params {
+                        entry_id: entry.id.as_str().to_owned(),
+                        csr: csr.clone(),
+                    })
+                    .collect(),
+            };
+            let answer = SvidClient::new(self.channel.clone())
+                .batch_new_x509svid(request)
+                .await?
+                .into_inner();
+            if answer.results.len() != prepared.len() {
+                return Err(tonic::Status::internal(
+                    "the server answered a different number of results than CSRs sent",
+                ));
+            }
+            for ((entry, key, _), result) in prepared.into_iter().zip(answer.results) {
+                let code = result.status.as_ref().map_or(0, |s| s.code);
+                if code != 0 {
+                    let message = result.status.map(|s| s.message).unwrap_or_default();
+                    tracing::warn!(
+                        entry = entry.id.as_str(),
+                        code,
+                        "SVID not signed: {message}"
+                    );
+                    continue;
+                }
+                let Some(svid) = result.svid else { continue };
+                let chain = svid.cert_chain.into_iter().map(Into::into).collect();
+                match X509Svid::new(chain, key) {
+                    Ok(svid) if svid.spiffe_id() == &entry.spiffe_id => {
+                        let rotate_at = rotation_time(&svid);
+                        tracing::debug!(
+                            entry = entry.id.as_str(),
+                            spiffe_id = %entry.spiffe_id,
+                            "SVID signed"
+                        );
+                        self.cached.insert(
+                            entry.id.as_str().to_owned(),
+                            Cached {
+                                revision: entry.revision,
+                                svid: Arc::new(svid),
+                                rotate_at,
+                            },
+                        );
+                    }
+                    Ok(svid) => tracing::warn!(
+                        entry = entry.id.as_str(),
+                        "the server signed {} for an entry of {}; dropped",
+                        svid.spiffe_id(),
+                        entry.spiffe_id
+                    ),
+                    Err(error) => tracing::warn!(
+                        entry = entry.id.as_str(),
+                        "the server returned an unusable SVID: {error}"
+                    ),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&self, authorized: &Authorized) {
+        let entries: Vec<RegistrationEntry> = ordered(authorized).into_iter().cloned().collect();
+        let svids: HashMap<String, Arc<X509Svid>> = self
+            .cached
+            .iter()
+            .map(|(id, cached)| (id.clone(), cached.svid.clone()))
+            .collect();
+        let unchanged = {
+            let view = self.view.borrow();
+            view.synced == authorized.synced
+                && view.bundles == authorized.bundles
+                && view.entries == entries
+                && view.svids.len() == svids.len()
+                && view
+                    .svids
+                    .iter()
+                    .all(|(id, svid)| svids.get(id).is_some_and(|other| Arc::ptr_eq(svid, other)))
+        };
+        if !unchanged {
+            self.view.send_replace(Arc::new(WorkloadView {
+                entries,
+                svids,
+                bundles: authorized.bundles.clone(),
+                synced: authorized.synced,
+            }));
+        }
+    }
+
+    fn next_rotation(&self) -> Option<SystemTime> {
+        self.cached.values().map(|cached| cached.rotate_at).min()
+    }
+}
+
+/// The entries the cache signs: oldest first, at most `cache_size`.
+fn wanted(authorized: &Authorized, cache_size: usize) -> Vec<&RegistrationEntry> {
+    let mut entries = ordered(authorized);
+    entries.truncate(cache_size);
+    entries
+}
+
+/// The entries that have not expired, oldest first.
+fn ordered(authorized: &Authorized) -> Vec<&RegistrationEntry> {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let mut entries: Vec<&RegistrationEntry> = authorized
+        .entries
+        .values()
+        .filter(|entry| entry.expires_at.is_none_or(|at| at > now))
+        .collect();
+    entries.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
+    entries
+}
+
+/// When to re-sign: after 45% to 50% of the lifetime (random in that range).
+fn rotation_time(svid: &X509Svid) -> SystemTime {
+    let not_after = svid.not_after();
+    let not_before = not_before(svid).unwrap_or_else(SystemTime::now);
+    let lifetime = not_after.duration_since(not_before).unwrap_or_default();
+    not_before + lifetime.mul_f64(0.5 - 0.05 * unit_random())
+}
+
+fn not_before(svid: &X509Svid) -> Option<SystemTime> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(svid.leaf()).ok()?;
+    let seconds = u64::try_from(cert.validity().not_before.timestamp()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
+}

@@ -1,0 +1,162 @@
+//! The sync stream: the entries the server authorizes for this agent, and the bundles they
+//! need, kept current by one long-lived `SyncAuthorizedEntries` stream.
+//!
+//! The server sends a snapshot (possibly in parts) and then deltas; this module applies them
+//! to an [`Authorized`] value and publishes every new state on a `watch` channel. When the
+//! stream breaks it reconnects with backoff and takes the new snapshot as the truth, so
+//! nothing is replayed and nothing is lost.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sigil_core::RegistrationEntry;
+use sigil_core::wire;
+use sigil_proto::server::v1 as pb;
+use sigil_proto::server::v1::entry_client::EntryClient;
+use sigil_proto::server::v1::sync_authorized_entries_response::Update;
+use sigil_spiffe::{Bundle, TrustDomain};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::backoff::Backoff;
+
+/// What the server authorizes this agent for, as last synced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Authorized {
+    /// Entries by ID.
+    pub entries: BTreeMap<String, RegistrationEntry>,
+    /// Bundles by trust domain name: ours and the federated ones the entries name.
+    pub bundles: BTreeMap<String, Bundle>,
+    /// Whether a full snapshot has arrived since the agent started.
+    pub synced: bool,
+}
+
+/// Runs the sync stream until `shutdown` fires; every applied change is published on `state`.
+pub async fn run(
+    channel: Channel,
+    trust_domain: TrustDomain,
+    state: watch::Sender<Arc<Authorized>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        let outcome = tokio::select! {
+            outcome = follow(channel.clone(), &trust_domain, &state, &mut backoff) => outcome,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let delay = backoff.next_delay();
+        match outcome {
+            Ok(()) => tracing::info!("the server closed the sync stream; reconnecting"),
+            Err(status) if status.code() == tonic::Code::PermissionDenied => tracing::error!(
+                "the server refused the sync stream (permission denied): this agent may have \
+                 been banned or evicted; retrying in {delay:?}"
+            ),
+            Err(status) => tracing::warn!(
+                "sync stream failed: {}: {}; retrying in {delay:?}",
+                status.code(),
+                status.message()
+            ),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Follows one stream until it ends.
+async fn follow(
+    channel: Channel,
+    trust_domain: &TrustDomain,
+    state: &watch::Sender<Arc<Authorized>>,
+    backoff: &mut Backoff,
+) -> Result<(), tonic::Status> {
+    let mut stream = EntryClient::new(channel)
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .await?
+        .into_inner();
+    let mut parts: Option<Authorized> = None;
+    while let Some(message) = stream.message().await? {
+        match message.update {
+            Some(Update::Snapshot(snapshot)) => {
+                let building = parts.get_or_insert_with(Authorized::default);
+                for entry in &snapshot.entries {
+                    insert_entry(building, entry, trust_domain);
+                }
+                for bundle in &snapshot.bundles {
+                    insert_bundle(building, bundle);
+                }
+                if !snapshot.more {
+                    let mut complete = parts.take().unwrap_or_default();
+                    complete.synced = true;
+                    // A snapshot without our own bundle would leave workloads nothing to
+                    // verify with: keep the one we had.
+                    if !complete.bundles.contains_key(trust_domain.as_str())
+                        && let Some(own) = state.borrow().bundles.get(trust_domain.as_str())
+                    {
+                        complete
+                            .bundles
+                            .insert(trust_domain.to_string(), own.clone());
+                    }
+                    tracing::debug!(entries = complete.entries.len(), "sync snapshot applied");
+                    state.send_replace(Arc::new(complete));
+                    backoff.reset();
+                }
+            }
+            Some(Update::Delta(delta)) => {
+                let mut next = Authorized::clone(&state.borrow());
+                for entry in &delta.upserted {
+                    insert_entry(&mut next, entry, trust_domain);
+                }
+                for id in &delta.deleted_ids {
+                    next.entries.remove(id);
+                }
+                for bundle in &delta.bundles {
+                    insert_bundle(&mut next, bundle);
+                }
+                for dropped in &delta.dropped_trust_domains {
+                    if dropped != trust_domain.as_str() {
+                        next.bundles.remove(dropped);
+                    }
+                }
+                state.send_replace(Arc::new(next));
+            }
+            None => tracing::warn!("sync message without an update; ignored"),
+        }
+    }
+    Ok(())
+}
+
+fn insert_entry(
+    state: &mut Authorized,
+    message: &pb::RegistrationEntry,
+    trust_domain: &TrustDomain,
+) {
+    match wire::entry(message, false) {
+        Ok((_, entry)) if entry.spiffe_id.trust_domain_name() == trust_domain.as_str() => {
+            state.entries.insert(entry.id.as_str().to_owned(), entry);
+        }
+        Ok((_, entry)) => tracing::warn!(
+            id = entry.id.as_str(),
+            "synced entry names another trust domain ({}); ignored",
+            entry.spiffe_id
+        ),
+        Err(error) => tracing::warn!(id = message.id, "malformed synced entry ignored: {error}"),
+    }
+}
+
+fn insert_bundle(state: &mut Authorized, message: &pb::TrustBundle) {
+    let bundle = TrustDomain::new(&message.trust_domain)
+        .map_err(|e| e.to_string())
+        .and_then(|td| Bundle::from_document(td, &message.document).map_err(|e| e.to_string()));
+    match bundle {
+        Ok(bundle) => {
+            state.bundles.insert(message.trust_domain.clone(), bundle);
+        }
+        Err(error) => tracing::warn!(
+            trust_domain = message.trust_domain,
+            "malformed synced bundle ignored: {error}"
+        ),
+    }
+}

@@ -4,6 +4,7 @@ mod agent;
 mod agent_run;
 mod bundle;
 mod client;
+mod dev;
 mod entry;
 mod healthcheck;
 mod mint;
@@ -58,6 +59,9 @@ enum Command {
     /// Join tokens for agent attestation, through the server's admin socket.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// A server and an agent in one process on SQLite, with your uid registered: the
+    /// quickest way to get an SPIFFE identity. Runs until Ctrl-C.
+    Dev(dev::DevArgs),
     /// Exit 0 when the server is ready (its datastore answers and its CA can sign), 1
     /// otherwise with the reason on stderr.
     Healthcheck(healthcheck::HealthcheckArgs),
@@ -73,6 +77,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jwt(command) => mint::run_jwt(command, cli.output),
         Command::Agent(command) => agent::run(command, cli.output),
         Command::Token(command) => token::run(command, cli.output),
+        Command::Dev(args) => dev::run(&args),
         Command::Healthcheck(args) => healthcheck::run(&args, cli.output),
     }
 }

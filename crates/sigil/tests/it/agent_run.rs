@@ -222,3 +222,201 @@ fn a_workload_gets_its_identity_from_the_real_agent_through_the_spiffe_crate() {
     agent.terminate();
     drop(server);
 }
+
+/// Writes another agent config in `dir` (its own data directory and socket) with a new token.
+fn second_agent_config(server: &Server, dir: &Path, main_dir: &Path) -> String {
+    let token = json(&server.cli(&["token", "generate", "--output", "json"]));
+    let agent_id = token["spiffe_id"].as_str().unwrap().to_owned();
+    let token = token["token"].as_str().unwrap();
+    let main = fs::read_to_string(main_dir.join("agent.toml")).unwrap();
+    let server_address = main
+        .lines()
+        .find_map(|line| line.strip_prefix("server_address = "))
+        .unwrap();
+    fs::copy(main_dir.join("bootstrap.pem"), dir.join("bootstrap.pem")).unwrap();
+    fs::write(
+        dir.join("agent.toml"),
+        format!(
+            "trust_domain = \"example.org\"\nserver_address = {server_address}\n\
+             data_dir = \"agent\"\ntrust_bundle_path = \"bootstrap.pem\"\n\
+             [node_attestor]\ntype = \"join_token\"\ntoken = \"{token}\"\n"
+        ),
+    )
+    .unwrap();
+    agent_id
+}
+
+/// A raw Workload API client on the agent's socket, to send what real clients never do.
+async fn raw_client(
+    socket: PathBuf,
+) -> sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient<
+    tonic::transport::Channel,
+> {
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel)
+}
+
+#[test]
+fn minimal_knowledge_and_bad_input_on_the_workload_socket() {
+    use sigil_proto::workload as pb;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let (server, agent_a) = server_and_agent_config(dir.path());
+    let agent_b = second_agent_config(&server, other_dir.path(), dir.path());
+    let uid = own_uid();
+    let selector = format!("unix:uid:{uid}");
+    create_entry(
+        &server,
+        "spiffe://example.org/only-on-a",
+        &agent_a,
+        &selector,
+    );
+    let a = Agent::start(dir.path());
+    let b = Agent::start(other_dir.path());
+
+    runtime.block_on(async {
+        // Agent A serves the entry; agent B, same uid, same server, has nothing to give.
+        let on_a = WorkloadApiClient::connect_to(a.endpoint()).await.unwrap();
+        let svid = on_a.fetch_x509_svid().await.unwrap();
+        assert_eq!(
+            svid.spiffe_id().to_string(),
+            "spiffe://example.org/only-on-a"
+        );
+        let on_b = WorkloadApiClient::connect_to(b.endpoint()).await.unwrap();
+        let denied = on_b.fetch_x509_svid().await.unwrap_err();
+        assert!(
+            format!("{denied:?}").contains("NoIdentityIssued"),
+            "{denied:?}"
+        );
+        let mut raw_b = raw_client(b.socket.clone()).await;
+        let mut request = tonic::Request::new(pb::X509svidRequest {});
+        request
+            .metadata_mut()
+            .insert("workload.spiffe.io", "true".parse().unwrap());
+        let status = raw_b.fetch_x509svid(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert_eq!(status.message(), "no identity issued");
+        // An entry for agent B reaches it, not A (B's view changes, A's does not).
+        create_entry(
+            &server,
+            "spiffe://example.org/only-on-b",
+            &agent_b,
+            &selector,
+        );
+        // Until the entry has reached B, B still answers PermissionDenied.
+        let mut context = None;
+        for _ in 0..POLLS {
+            if let Ok(found) = on_b.fetch_x509_context().await {
+                context = Some(found);
+                break;
+            }
+            tokio::time::sleep(POLL_PAUSE).await;
+        }
+        let context = context.expect("the entry for B reached B");
+        let ids: Vec<String> = context
+            .svids()
+            .iter()
+            .map(|s| s.spiffe_id().to_string())
+            .collect();
+        assert_eq!(ids, ["spiffe://example.org/only-on-b"]);
+        let on_a_now = on_a.fetch_x509_context().await.unwrap();
+        let ids: Vec<String> = on_a_now
+            .svids()
+            .iter()
+            .map(|s| s.spiffe_id().to_string())
+            .collect();
+        assert_eq!(ids, ["spiffe://example.org/only-on-a"]);
+
+        // No security header, or a wrong one: InvalidArgument, and nothing else happens.
+        let mut raw = raw_client(a.socket.clone()).await;
+        let status = raw
+            .fetch_x509svid(pb::X509svidRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        let mut request = tonic::Request::new(pb::JwtsvidRequest {
+            audience: vec!["x".into()],
+            spiffe_id: String::new(),
+        });
+        request
+            .metadata_mut()
+            .insert("workload.spiffe.io", "false".parse().unwrap());
+        let status = raw.fetch_jwtsvid(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        // A JWT request without an audience, and a malformed requested ID.
+        for (audience, spiffe_id) in [(vec![], ""), (vec!["a".to_owned()], "not-an-id")] {
+            let mut request = tonic::Request::new(pb::JwtsvidRequest {
+                audience,
+                spiffe_id: spiffe_id.to_owned(),
+            });
+            request
+                .metadata_mut()
+                .insert("workload.spiffe.io", "true".parse().unwrap());
+            let status = raw.fetch_jwtsvid(request).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        }
+        // Tokens to validate that are malformed, or from a trust domain nobody trusts here.
+        let foreign = sigil_spiffe::jwt::mint(
+            &sigil_spiffe::jwt::PrivateKeySigner::with_default_algorithm(
+                "k1",
+                sigil_spiffe::PrivateKey::generate(sigil_spiffe::KeyType::EcP256).unwrap(),
+            )
+            .unwrap(),
+            sigil_spiffe::jwt::JwtSvidParams::new(
+                "spiffe://elsewhere.test/w".parse().unwrap(),
+                ["db"],
+                std::time::SystemTime::now(),
+                std::time::SystemTime::now() + std::time::Duration::from_secs(60),
+            ),
+        )
+        .unwrap();
+        for token in ["garbage", "a.b.c", foreign.token()] {
+            let error = on_a.validate_jwt_token("db", token).await.unwrap_err();
+            assert!(
+                format!("{error:?}").contains("InvalidArgument"),
+                "{error:?}"
+            );
+        }
+
+        // Garbage bytes on the socket, and a client that leaves mid-stream: the agent drops
+        // those connections and goes on serving the others.
+        let mut garbage = tokio::net::UnixStream::connect(&a.socket).await.unwrap();
+        garbage
+            .write_all(&[0x16, 0x03, 0x01, 0xff, 0x00, 0x42, 0x13, 0x37])
+            .await
+            .unwrap();
+        garbage.write_all(&vec![0xAB; 4096]).await.unwrap();
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            garbage.read_to_end(&mut sink),
+        )
+        .await
+        .expect("the agent closes a connection that does not speak HTTP/2");
+        let mut leaving = on_a.stream_x509_contexts().await.unwrap();
+        leaving.next().await.unwrap().unwrap();
+        drop(leaving);
+        let again = on_a.fetch_x509_svid().await.unwrap();
+        assert_eq!(
+            again.spiffe_id().to_string(),
+            "spiffe://example.org/only-on-a"
+        );
+    });
+    a.terminate();
+    b.terminate();
+    drop(server);
+}

@@ -7,6 +7,7 @@ mod agent_admin;
 mod agent_api;
 mod agent_run;
 mod bundle_mint;
+mod dev;
 mod harness;
 mod health;
 mod server_run;

@@ -420,3 +420,69 @@ fn minimal_knowledge_and_bad_input_on_the_workload_socket() {
     b.terminate();
     drop(server);
 }
+
+/// The leaf's validity window.
+fn validity(svid: &spiffe::X509Svid) -> (std::time::SystemTime, std::time::SystemTime) {
+    use x509_parser::prelude::FromDer;
+    let der = svid.cert_chain()[0].as_ref();
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).unwrap();
+    let at = |t: x509_parser::time::ASN1Time| {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.timestamp().try_into().unwrap())
+    };
+    (
+        at(cert.validity().not_before),
+        at(cert.validity().not_after),
+    )
+}
+
+#[test]
+fn an_open_stream_gets_rotated_svids_and_survives_the_server_going_away() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, agent_id) = server_and_agent_config(dir.path());
+    let out = server.entry(&[
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/short",
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        &format!("unix:uid:{}", own_uid()),
+        "--x509-ttl",
+        "20s",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let agent = Agent::start(dir.path());
+    let server = runtime.block_on(async move {
+        let client = WorkloadApiClient::connect_to(agent.endpoint())
+            .await
+            .unwrap();
+        let mut stream = client.stream_x509_contexts().await.unwrap();
+        let first = stream.next().await.unwrap().unwrap();
+        let first = first.default_svid().unwrap().clone();
+        let (not_before, not_after) = validity(&first);
+        let sixty_percent = not_before + (not_after.duration_since(not_before).unwrap() * 6 / 10);
+        let second = stream.next().await.unwrap().unwrap();
+        let arrived = std::time::SystemTime::now();
+        let second = second.default_svid().unwrap().clone();
+        assert_ne!(second.cert_chain()[0], first.cert_chain()[0]);
+        assert!(
+            arrived < sixty_percent,
+            "the rotated SVID came after 60% of the old one's life"
+        );
+
+        // The server goes away: the agent keeps serving what it has.
+        assert!(server.terminate().success());
+        let held = client.fetch_x509_svid().await.unwrap();
+        assert_eq!(held.cert_chain()[0], second.cert_chain()[0]);
+        // It comes back (same config, same port): rotation resumes on the open stream.
+        let server = Server::start(dir.path());
+        let third = stream.next().await.unwrap().unwrap();
+        let third = third.default_svid().unwrap().clone();
+        assert_ne!(third.cert_chain()[0], second.cert_chain()[0]);
+        agent.terminate();
+        server
+    });
+    drop(server);
+}

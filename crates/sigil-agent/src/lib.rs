@@ -7,6 +7,7 @@
 //! crate: everything it knows of the server comes over the `sigil.server.v1` agent API.
 
 mod backoff;
+pub mod bootstrap;
 pub mod config;
 pub mod identity;
 pub mod jwt;

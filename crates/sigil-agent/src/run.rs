@@ -9,13 +9,14 @@ use std::time::{Duration, SystemTime};
 
 use sigil_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use sigil_spiffe::tls::TlsMaterial;
-use sigil_spiffe::{Bundle, BundleSet, X509Bundle, X509Svid};
+use sigil_spiffe::{Bundle, BundleSet, X509Svid};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::backoff::{Backoff, unit_random};
-use crate::config::{Bootstrap, BundleFormat, Config};
+use crate::bootstrap::{self, BootstrapError};
+use crate::config::{Bootstrap, Config};
 use crate::identity::{self, IdentityError};
 use crate::jwt::JwtCache;
 use crate::server::{self, AttestError};
@@ -31,17 +32,9 @@ pub enum RunError {
     /// The data directory or a stored file.
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    /// The bootstrap bundle could not be read.
-    #[error("cannot read the bootstrap bundle {path}: {reason}")]
-    Bootstrap {
-        /// Where it was read from.
-        path: String,
-        /// Why it failed.
-        reason: String,
-    },
-    /// This way of bootstrapping is not available in this build.
-    #[error("{0}")]
-    Unsupported(&'static str),
+    /// The bootstrap bundle could not be had.
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
     /// Node attestation failed for good.
     #[error("node attestation failed: {0}")]
     Attestation(#[from] AttestError),
@@ -172,15 +165,15 @@ async fn identity_at_start(
     let channel = match &config.bootstrap {
         Bootstrap::Insecure => server::connect_insecure(&config.server_address),
         Bootstrap::Path { path, format } => {
-            let bundle = bootstrap_bundle(path, *format, config)?;
+            let bundle = bootstrap::from_file(path, *format, &config.trust_domain)?;
             let material = Arc::new(TlsMaterial::without_svid([bundle].into_iter().collect()));
             server::connect(&config.server_address, material, config.server_spiffe_id())?
         }
-        Bootstrap::Url { .. } => {
-            return Err(RunError::Unsupported(
-                "trust_bundle_url is not supported by this version yet: use \
-                 trust_bundle_path",
-            ));
+        Bootstrap::Url { url, format } => {
+            let bundle = bootstrap::from_url(url, *format, &config.trust_domain).await?;
+            tracing::info!(url, "bootstrap bundle fetched");
+            let material = Arc::new(TlsMaterial::without_svid([bundle].into_iter().collect()));
+            server::connect(&config.server_address, material, config.server_spiffe_id())?
         }
     };
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -229,36 +222,6 @@ async fn identity_at_start(
             Err(error) => return Err(error.into()),
         }
     }
-}
-
-fn bootstrap_bundle(
-    path: &Path,
-    format: BundleFormat,
-    config: &Config,
-) -> Result<Bundle, RunError> {
-    let failed = |reason: String| RunError::Bootstrap {
-        path: path.display().to_string(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
-    let td = config.trust_domain.clone();
-    let bundle = match format {
-        BundleFormat::Pem => X509Bundle::from_pem(td, &bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|x509| {
-                Bundle::from_parts(
-                    x509,
-                    sigil_spiffe::JwtBundle::new(config.trust_domain.clone()),
-                )
-                .map_err(|e| e.to_string())
-            }),
-        BundleFormat::Spiffe => Bundle::from_document(td, &bytes).map_err(|e| e.to_string()),
-    }
-    .map_err(failed)?;
-    if bundle.x509().is_empty() {
-        return Err(failed("it holds no X.509 authority".to_owned()));
-    }
-    Ok(bundle)
 }
 
 /// The Workload API socket: any stale file is replaced, and the socket is world-connectable

@@ -137,3 +137,24 @@ fn an_error_points_at_the_line_of_the_value() {
     let error = parse(&text).unwrap_err();
     assert_eq!(error.position().map(|(line, _)| line), Some(9));
 }
+
+/// The shipped example sets every key; it must load, and mean what its comments say.
+#[test]
+fn the_example_config_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conf/agent.toml");
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.trust_domain.as_str(), "example.org");
+    assert!(config.socket_path.ends_with("conf/data/agent/api.sock"));
+    assert!(matches!(
+        config.bootstrap,
+        Bootstrap::Path {
+            format: BundleFormat::Pem,
+            ..
+        }
+    ));
+    assert!(matches!(
+        config.node_attestor,
+        NodeAttestor::JoinToken(TokenSource::Inline(_))
+    ));
+    assert_eq!(config.svid, SvidConfig::default());
+}

@@ -26,11 +26,18 @@ pub(crate) struct Agent {
 impl Agent {
     /// Starts the agent on `dir/agent.toml` and waits for its Workload API socket.
     pub(crate) fn start(dir: &Path) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sigil"));
+        command
+            .args(["agent", "run", "--config"])
+            .arg(dir.join("agent.toml"));
+        Self::start_with(dir, command)
+    }
+
+    /// Starts `command` (an agent on `dir/agent.toml`) and waits for its socket.
+    pub(crate) fn start_with(dir: &Path, mut command: Command) -> Self {
         let socket = dir.join("agent/api.sock");
         let log = dir.join("agent.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sigil"))
-            .args(["agent", "run", "--config"])
-            .arg(dir.join("agent.toml"))
+        let child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(
@@ -484,5 +491,204 @@ fn an_open_stream_gets_rotated_svids_and_survives_the_server_going_away() {
         agent.terminate();
         server
     });
+    drop(server);
+}
+
+/// Runs `openssl` with `args` in `dir`, which must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A web CA and a certificate for 127.0.0.1 made by `openssl`, in `dir`: `web-ca.pem`,
+/// `web.pem`, `web.key`.
+fn web_pki(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "web-ca.key",
+            "-out",
+            "web-ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test web ca",
+            "-addext",
+            "basicConstraints=critical,CA:true",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "web.key",
+            "-out",
+            "web.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    fs::write(
+        dir.join("web.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:false\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "web.csr",
+            "-CA",
+            "web-ca.pem",
+            "-CAkey",
+            "web-ca.key",
+            "-CAcreateserial",
+            "-out",
+            "web.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "web.ext",
+        ],
+    );
+}
+
+/// `openssl s_server -WWW` serving the files of `dir` over HTTPS on a free port.
+struct WebServer {
+    child: Child,
+    port: u16,
+}
+
+impl WebServer {
+    fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // Held by the value at once, so that Drop kills it on every path.
+        let server = Self {
+            child: Command::new("openssl")
+                .args([
+                    "s_server", "-quiet", "-WWW", "-cert", "web.pem", "-key", "web.key",
+                ])
+                .args(["-accept", &format!("127.0.0.1:{port}")])
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+            port,
+        };
+        for _ in 0..POLLS {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(POLL_PAUSE);
+        }
+        panic!("openssl s_server did not start");
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_agent_bootstraps_from_an_https_url_checked_with_the_system_roots() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let web = tempfile::tempdir().unwrap();
+    let (server, agent_id) = server_and_agent_config(dir.path());
+    web_pki(web.path());
+    fs::copy(
+        dir.path().join("bootstrap.pem"),
+        web.path().join("bundle.pem"),
+    )
+    .unwrap();
+    let https = WebServer::start(web.path());
+    let config = fs::read_to_string(dir.path().join("agent.toml"))
+        .unwrap()
+        .replace(
+            "trust_bundle_path = \"bootstrap.pem\"",
+            &format!(
+                "trust_bundle_url = \"https://127.0.0.1:{}/bundle.pem\"",
+                https.port
+            ),
+        );
+    fs::write(dir.path().join("agent.toml"), config).unwrap();
+    create_entry(
+        &server,
+        "spiffe://example.org/boot",
+        &agent_id,
+        &format!("unix:uid:{}", own_uid()),
+    );
+
+    // Without the web CA among the system roots, the URL is refused and nothing is attested.
+    let refused = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["agent", "run", "--config"])
+        .arg(dir.path().join("agent.toml"))
+        .env("SSL_CERT_FILE", web.path().join("web.pem"))
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("cannot fetch the bootstrap bundle from https://127.0.0.1"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("agent/agent_svid.pem").exists());
+
+    // With it (SSL_CERT_FILE names the system roots), the agent attests and serves.
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_sigil"));
+    agent
+        .args(["agent", "run", "--config"])
+        .arg(dir.path().join("agent.toml"))
+        .env("SSL_CERT_FILE", web.path().join("web-ca.pem"));
+    let agent = Agent::start_with(dir.path(), agent);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let id = runtime.block_on(async {
+        let client = WorkloadApiClient::connect_to(agent.endpoint())
+            .await
+            .unwrap();
+        client
+            .fetch_x509_svid()
+            .await
+            .unwrap()
+            .spiffe_id()
+            .to_string()
+    });
+    assert_eq!(id, "spiffe://example.org/boot");
+    agent.terminate();
     drop(server);
 }

@@ -1,1 +1,5 @@
 //! The workload side of the agent: the Unix socket, who is calling, and the Workload API.
+
+pub mod peer;
+
+pub use peer::PeerCredentials;

@@ -266,6 +266,81 @@ mod tests {
         assert!(parse_groups("Groups:\t4294967296\n").is_err());
     }
 
+    struct KillOnDrop(std::process::Child);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// The start-time anchor (kernels before 6.5), driven here because the integration tests
+    /// cannot reach it: a live peer is attested, a peer whose pid went to another process is
+    /// not. Needs root, for `ns_last_pid`.
+    #[tokio::test]
+    async fn start_time_anchor_catches_pid_reuse() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let mut connector = KillOnDrop(Command::new("python3")
+            .arg("-c")
+            .arg("import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\nsys.stdin.read()")
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap());
+        let pid = i32::try_from(connector.0.id()).unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let peer = PeerCredentials::from_stream(&stream)
+            .unwrap()
+            .anchored_by_start_time()
+            .unwrap();
+        assert!(!peer.has_pidfd());
+        let attestor = UnixAttestor::new(UnixAttestorOptions {
+            discover_workload_path: true,
+            ..UnixAttestorOptions::default()
+        });
+        let selectors = attestor.attest(&peer).unwrap();
+        assert!(
+            selectors.iter().any(|s| s.value().starts_with("path:/")),
+            "{selectors:?}"
+        );
+
+        drop(connector.0.stdin.take());
+        assert!(connector.0.wait().unwrap().success());
+        let error = attestor.attest(&peer).unwrap_err();
+        assert!(
+            matches!(error, WorkloadAttestationError::ProcessExited { .. }),
+            "{error:?}"
+        );
+
+        // Another process takes the pid (retried: anything on the machine may take it first).
+        let mut stranger = None;
+        for _ in 0..100 {
+            let mut last_pid = fs::OpenOptions::new()
+                .write(true)
+                .open("/proc/sys/kernel/ns_last_pid")
+                .expect("this test needs root, to write ns_last_pid");
+            write!(last_pid, "{}", pid - 1).unwrap();
+            drop(last_pid);
+            let child = KillOnDrop(Command::new("sleep").arg("600").spawn().unwrap());
+            if i32::try_from(child.0.id()).unwrap() == pid {
+                stranger = Some(child);
+                break;
+            }
+        }
+        let _stranger = stranger.expect("could not get the pid back");
+        let error = attestor.attest(&peer).unwrap_err();
+        assert!(
+            matches!(error, WorkloadAttestationError::ProcessExited { .. }),
+            "{error:?}"
+        );
+    }
+
     #[test]
     fn hex_is_lowercase_and_padded() {
         assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");

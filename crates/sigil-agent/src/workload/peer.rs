@@ -88,7 +88,8 @@ impl PeerCredentials {
                 // that the pid cannot be handed to anyone else.
                 let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
                 poll(&mut fds, PollTimeout::ZERO).map_err(io::Error::from)?;
-                Ok(fds[0].revents().is_none_or(|events| events.is_empty()))
+                // Any event, or bits nix does not know, counts as exited: fail closed.
+                Ok(fds[0].revents().is_some_and(|events| events.is_empty()))
             }
             ProcessAnchor::StartTime(at_accept) => match self.pid {
                 Some(pid) => match read_start_time(pid) {

@@ -294,7 +294,11 @@ mod tests {
             .spawn()
             .unwrap());
         let pid = i32::try_from(connector.0.id()).unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
+        let accepted = tokio::time::timeout(std::time::Duration::from_secs(30), listener.accept());
+        let (stream, _) = accepted
+            .await
+            .expect("the connector never connected")
+            .unwrap();
         let peer = PeerCredentials::from_stream(&stream)
             .unwrap()
             .anchored_by_start_time()

@@ -115,7 +115,14 @@ impl UnixAttestor {
         let path = if self.options.discover_workload_path {
             let target =
                 fs::read_link(&exe_path).map_err(|e| proc_error(pid, exe_path.clone(), e))?;
-            Some(target.to_string_lossy().into_owned())
+            // Not lossy: two executables must never share one `path:` selector.
+            let target = target.into_os_string().into_string().map_err(|_| {
+                WorkloadAttestationError::MalformedProc {
+                    path: exe_path.clone(),
+                    reason: "the executable's path is not UTF-8".to_owned(),
+                }
+            })?;
+            Some(target)
         } else {
             None
         };

@@ -6,6 +6,7 @@
 //! The `sigil` binary is a thin layer over this crate. The agent never depends on the server
 //! crate: everything it knows of the server comes over the `sigil.server.v1` agent API.
 
+pub mod attestor;
 mod backoff;
 pub mod bootstrap;
 pub mod config;

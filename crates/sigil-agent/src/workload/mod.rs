@@ -2,3 +2,6 @@
 
 pub mod api;
 pub mod caller;
+pub mod peer;
+
+pub use peer::PeerCredentials;

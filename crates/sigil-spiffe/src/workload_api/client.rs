@@ -7,16 +7,16 @@ use std::time::SystemTime;
 use hyper_util::rt::TokioIo;
 use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use sigil_proto::workload::{
-    JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, X509BundlesRequest,
-    X509svidRequest, X509svidResponse,
+    JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest,
+    X509svidResponse,
 };
 use tokio::net::UnixStream;
 use tokio_stream::Stream;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Uri};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 use tower::service_fn;
 
 use super::response::{self, x509_context};
@@ -102,7 +102,9 @@ impl WorkloadApiClient {
         let mut stream = self.x509_stream().await?;
         match stream.message().await {
             Ok(Some(message)) => x509_context(message),
-            Ok(None) => Err(WorkloadApiError::StreamEnded { rpc: FETCH_X509_SVID }),
+            Ok(None) => Err(WorkloadApiError::StreamEnded {
+                rpc: FETCH_X509_SVID,
+            }),
             Err(status) => Err(status_error(FETCH_X509_SVID, status)),
         }
     }

@@ -30,10 +30,14 @@ pub enum EndpointError {
     #[error("{SPIFFE_ENDPOINT_SOCKET} is not valid UTF-8")]
     NotUnicode,
     /// Whitespace or a control character: not a URI at all.
-    #[error("workload api address is not a valid URI: it contains whitespace or a control character")]
+    #[error(
+        "workload api address is not a valid URI: it contains whitespace or a control character"
+    )]
     NotUri,
     /// No `scheme:` prefix.
-    #[error("workload api address must be a URI with the scheme unix or tcp, e.g. unix:///run/spire/agent.sock")]
+    #[error(
+        "workload api address must be a URI with the scheme unix or tcp, e.g. unix:///run/spire/agent.sock"
+    )]
     MissingScheme,
     /// A scheme other than `unix` and `tcp`.
     #[error("workload api address has scheme {0:?}: only unix and tcp are allowed")]
@@ -116,10 +120,7 @@ impl FromStr for Endpoint {
     type Err = EndpointError;
 
     fn from_str(address: &str) -> Result<Self, Self::Err> {
-        if address
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-        {
+        if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(EndpointError::NotUri);
         }
         let (scheme, rest) = address
@@ -281,7 +282,10 @@ mod tests {
             ("tcp:opaque", Err(E::Opaque { scheme: "tcp" })),
             ("tcp://", Err(E::TcpNoHost)),
             ("tcp://1.2.3.4:5?whatever", Err(E::Query { scheme: "tcp" })),
-            ("tcp://1.2.3.4:5#whatever", Err(E::Fragment { scheme: "tcp" })),
+            (
+                "tcp://1.2.3.4:5#whatever",
+                Err(E::Fragment { scheme: "tcp" }),
+            ),
             (
                 "tcp://john:doe@1.2.3.4:5/path",
                 Err(E::UserInfo { scheme: "tcp" }),
@@ -323,8 +327,14 @@ mod tests {
             ("tcp://[::1]:8000", tcp("[::1]:8000")),
             ("tcp://::1:8000", Err(E::TcpHostNotIp("::1".into()))),
             ("tcp://1.2.3.4:", Err(E::TcpNoPort)),
-            ("tcp://1.2.3.4:99999", Err(E::TcpInvalidPort("99999".into()))),
-            ("tcp://localhost:80", Err(E::TcpHostNotIp("localhost".into()))),
+            (
+                "tcp://1.2.3.4:99999",
+                Err(E::TcpInvalidPort("99999".into())),
+            ),
+            (
+                "tcp://localhost:80",
+                Err(E::TcpHostNotIp("localhost".into())),
+            ),
             ("tcp:/1.2.3.4:5", Err(E::TcpNoHost)),
         ];
         for (input, expected) in cases {

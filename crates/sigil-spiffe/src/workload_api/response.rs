@@ -221,7 +221,9 @@ fn sorted(map: &HashMap<String, Vec<u8>>) -> Vec<(&String, &Vec<u8>)> {
 
 /// `google.protobuf.Struct` as JSON. Whole numbers within ±2^53 become JSON integers (claims
 /// like `exp` and `iat` are integers; a Struct can only carry doubles).
-fn struct_to_json(fields: impl IntoIterator<Item = (String, prost_types::Value)>) -> Map<String, Value> {
+fn struct_to_json(
+    fields: impl IntoIterator<Item = (String, prost_types::Value)>,
+) -> Map<String, Value> {
     fields
         .into_iter()
         .map(|(name, value)| (name, value_to_json(value)))
@@ -318,26 +320,37 @@ mod tests {
             a.svid("spiffe://a.test/x", ""),
             a.svid("spiffe://a.test/y", ""),
         ]);
-        message.federated_bundles.insert(
-            "spiffe://b.test".into(),
-            b.authority.certificate().to_vec(),
-        );
+        message
+            .federated_bundles
+            .insert("spiffe://b.test".into(), b.authority.certificate().to_vec());
         // A federated entry for the SVIDs' own domain does not replace their bundle.
-        message.federated_bundles.insert(
-            "a.test".into(),
-            b.authority.certificate().to_vec(),
-        );
+        message
+            .federated_bundles
+            .insert("a.test".into(), b.authority.certificate().to_vec());
         let context = x509_context(message).unwrap();
-        let ids: Vec<&str> = context.svids().iter().map(|s| s.spiffe_id().as_str()).collect();
+        let ids: Vec<&str> = context
+            .svids()
+            .iter()
+            .map(|s| s.spiffe_id().as_str())
+            .collect();
         assert_eq!(
             ids,
-            ["spiffe://a.test/web", "spiffe://a.test/x", "spiffe://a.test/y"]
+            [
+                "spiffe://a.test/web",
+                "spiffe://a.test/x",
+                "spiffe://a.test/y"
+            ]
         );
         assert_eq!(context.default_svid().hint(), Some("web"));
         assert_eq!(context.svids()[1].hint(), None);
         assert_eq!(context.bundles().len(), 2);
         assert_eq!(
-            context.bundles().get("a.test").unwrap().x509().authorities(),
+            context
+                .bundles()
+                .get("a.test")
+                .unwrap()
+                .x509()
+                .authorities(),
             [a.authority.certificate().clone()]
         );
         assert_eq!(
@@ -368,8 +381,8 @@ mod tests {
         // Another SVID's key: parses, but is not the leaf's.
         let mut swapped = a.svid("spiffe://a.test/web", "");
         swapped.x509_svid_key = a.svid("spiffe://a.test/other", "").x509_svid_key;
-        let error = x509_context(response(vec![a.svid("spiffe://a.test/ok", ""), swapped]))
-            .unwrap_err();
+        let error =
+            x509_context(response(vec![a.svid("spiffe://a.test/ok", ""), swapped])).unwrap_err();
         assert!(
             matches!(
                 error,

@@ -12,7 +12,6 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -67,8 +66,9 @@ struct State {
     identities: Vec<Identity>,
     /// The current `FetchX509SVID` message; every change is pushed on every open stream.
     x509: watch::Sender<X509svidResponse>,
-    /// "No identity issued" for every call (as an agent answers an unregistered workload).
-    denied: AtomicBool,
+    /// An error status for every Workload API call, e.g. PermissionDenied "no identity
+    /// issued" (as an agent answers an unregistered workload).
+    refusal: Mutex<Option<(tonic::Code, String)>>,
     /// Security header values of the last call, to check what clients sent.
     last_header: Mutex<Option<Vec<String>>>,
 }
@@ -94,7 +94,7 @@ impl TestWorkloadApi {
             jwt_signer,
             identities,
             x509,
-            denied: AtomicBool::new(false),
+            refusal: Mutex::new(None),
             last_header: Mutex::new(None),
         });
         let socket = dir.join("api.sock");
@@ -130,7 +130,13 @@ impl TestWorkloadApi {
 
     /// From now on every call is answered PermissionDenied "no identity issued" (or not).
     pub(crate) fn set_denied(&self, denied: bool) {
-        self.state.denied.store(denied, Ordering::SeqCst);
+        let refusal = denied.then(|| (tonic::Code::PermissionDenied, "no identity issued".into()));
+        *self.state.refusal.lock().unwrap() = refusal;
+    }
+
+    /// From now on every Workload API call is answered with this status.
+    pub(crate) fn refuse(&self, code: tonic::Code, message: &str) {
+        *self.state.refusal.lock().unwrap() = Some((code, message.to_owned()));
     }
 
     /// Re-signs every SVID (new keys) and pushes the new message on every open stream.
@@ -289,10 +295,10 @@ struct Service {
 
 impl Service {
     fn allowed(&self) -> Result<(), Status> {
-        if self.state.denied.load(Ordering::SeqCst) {
-            return Err(Status::permission_denied("no identity issued"));
+        match &*self.state.refusal.lock().unwrap() {
+            Some((code, message)) => Err(Status::new(*code, message.clone())),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -209,9 +209,7 @@ fn bundle_names(context: &X509Context) -> Vec<(&str, bool)> {
         .bundles()
         .iter()
         .map(|b| {
-            let federated = context
-                .federated_trust_domains()
-                .contains(b.trust_domain());
+            let federated = context.federated_trust_domains().contains(b.trust_domain());
             (b.trust_domain().as_str(), federated)
         })
         .collect();
@@ -252,7 +250,11 @@ fn print_x509(context: &X509Context) {
             .bundles()
             .get(name)
             .map_or(0, |b| b.x509().authorities().len());
-        let kind = if federated { "federated bundle" } else { "bundle" };
+        let kind = if federated {
+            "federated bundle"
+        } else {
+            "bundle"
+        };
         println!("{kind:<17}: {name} ({authorities} CA certificate(s))");
     }
 }
@@ -270,11 +272,7 @@ fn write_x509(dir: &Path, context: &X509Context) -> anyhow::Result<Vec<PathBuf>>
     let federated = context.federated_trust_domains();
     for (i, svid) in context.svids().iter().enumerate() {
         put(format!("svid.{i}.pem"), &svid.chain_pem(), 0o644)?;
-        put(
-            format!("svid.{i}.key"),
-            &svid.private_key().to_pem(),
-            0o600,
-        )?;
+        put(format!("svid.{i}.key"), &svid.private_key().to_pem(), 0o600)?;
         let own = context
             .bundles()
             .get(svid.spiffe_id().trust_domain_name())
@@ -341,7 +339,10 @@ async fn fetch_jwt(args: FetchJwtArgs, output: Output) -> anyhow::Result<()> {
                 println!("SPIFFE ID        : {}", svid.spiffe_id());
                 println!("Hint             : {}", svid.hint().unwrap_or("-"));
                 println!("Expires at       : {}", expiry_text(svid.expiry()));
-                println!("Claims           : {}", Value::Object(svid.claims().clone()));
+                println!(
+                    "Claims           : {}",
+                    Value::Object(svid.claims().clone())
+                );
                 println!("Token            : {}", svid.token());
             }
         }

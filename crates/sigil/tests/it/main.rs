@@ -11,6 +11,7 @@ mod health;
 mod server_run;
 mod server_validate;
 mod usage;
+mod workload_cli;
 
 use std::process::{Command, Output};
 

@@ -43,7 +43,10 @@ pub enum EndpointError {
     #[error("workload api address has scheme {0:?}: only unix and tcp are allowed")]
     UnsupportedScheme(String),
     /// `unix:foo` or `tcp:1.2.3.4:5`: neither `//authority` nor an absolute path follows.
-    #[error("{scheme} workload api address must not be opaque: write {scheme}://...")]
+    #[error(
+        "{scheme} workload api address must not be opaque: expected {}",
+        example(scheme)
+    )]
     Opaque {
         /// `unix` or `tcp`.
         scheme: &'static str,
@@ -176,6 +179,15 @@ impl fmt::Display for Endpoint {
             }
             Self::Tcp(address) => write!(f, "tcp://{address}"),
         }
+    }
+}
+
+/// How a good address of the scheme looks, for error messages.
+fn example(scheme: &str) -> &'static str {
+    if scheme == "unix" {
+        "unix:///absolute/path"
+    } else {
+        "tcp://IP:PORT"
     }
 }
 

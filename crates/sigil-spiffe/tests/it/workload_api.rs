@@ -159,6 +159,28 @@ async fn the_watch_stream_delivers_every_rotation() {
         .unwrap()
         .unwrap();
     assert_ne!(third.default_svid().leaf(), second.default_svid().leaf());
+
+    // A message that does not parse is reported, and the stream goes on (checklist §2.8).
+    let mut broken = server.current_x509();
+    broken.svids.clear();
+    server.send(broken);
+    let error = tokio::time::timeout(GUARD, stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(error, WorkloadApiError::NoSvids), "{error:?}");
+    assert!(!error.is_retryable());
+    server.rotate();
+    let fourth = tokio::time::timeout(GUARD, stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        fourth.default_svid().leaf().as_ref(),
+        leaves(&server.current_x509())[0].as_slice()
+    );
 }
 
 #[tokio::test]

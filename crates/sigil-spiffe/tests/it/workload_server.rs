@@ -149,6 +149,11 @@ impl TestWorkloadApi {
         ));
     }
 
+    /// Pushes any message, well-formed or not, on every open `FetchX509SVID` stream.
+    pub(crate) fn send(&self, message: X509svidResponse) {
+        self.state.x509.send_replace(message);
+    }
+
     /// The message open streams received last.
     pub(crate) fn current_x509(&self) -> X509svidResponse {
         self.state.x509.borrow().clone()

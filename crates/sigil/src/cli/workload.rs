@@ -15,10 +15,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use rustls::pki_types::UnixTime;
 use serde_json::{Value, json};
 use sigil_core::parse_duration;
 use sigil_spiffe::workload_api::{Endpoint, WorkloadApiClient, WorkloadApiError, X509Context};
-use sigil_spiffe::{BundleSet, JwtSvid, SpiffeId, X509Svid};
+use sigil_spiffe::{BundleSet, JwtSvid, SpiffeId, SvidUsage, X509Svid, verify_chain};
 use zeroize::Zeroizing;
 
 use super::agent::time_text;
@@ -164,6 +165,7 @@ where
 
 async fn fetch_x509(args: FetchX509Args, output: Output) -> anyhow::Result<()> {
     let context = with_client(&args.api, async |c| c.fetch_x509_context().await).await?;
+    verify_x509(&context)?;
     let written = match &args.write {
         Some(dir) => Some(write_x509(dir, &context)?),
         None => None,
@@ -181,6 +183,26 @@ async fn fetch_x509(args: FetchX509Args, output: Output) -> anyhow::Result<()> {
             for file in written.iter().flatten() {
                 println!("Wrote {}", file.display());
             }
+        }
+    }
+    Ok(())
+}
+
+/// Each SVID must chain to its own trust domain's bundle, as spire-agent's `api fetch x509`
+/// checks before it prints or writes anything: material that would fail every peer is
+/// reported here, where the cause is plain.
+fn verify_x509(context: &X509Context) -> anyhow::Result<()> {
+    let now = UnixTime::now();
+    for (i, svid) in context.svids().iter().enumerate() {
+        let verify = |usage| verify_chain(svid.cert_chain(), context.bundles(), now, usage);
+        // Either usage will do: what matters is the chain, and an SVID meant only for one
+        // side of TLS is still a valid SVID.
+        if let Err(error) = verify(SvidUsage::ClientAuth).or_else(|_| verify(SvidUsage::ServerAuth))
+        {
+            bail!(
+                "SVID #{i} ({}) does not verify against the bundle of its trust domain: {error}",
+                svid.spiffe_id()
+            );
         }
     }
     Ok(())

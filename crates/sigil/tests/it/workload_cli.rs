@@ -239,6 +239,32 @@ async fn fetch_x509_write_puts_spire_named_files_with_a_private_key_file() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn fetch_x509_refuses_an_svid_that_does_not_chain_to_its_bundle() {
+    let (dir, server) = start().await;
+    // The agent hands out the wrong CA as the SVIDs' bundle.
+    let mut message = server.current_x509();
+    for svid in &mut message.svids {
+        svid.bundle = server.federated_ca_der();
+    }
+    server.send(message);
+    let out_dir = dir.path().join("out");
+    let out = sigil(
+        &server,
+        &["fetch", "x509", "--write", out_dir.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(
+            "SVID #0 (spiffe://a.test/web) does not verify against the bundle of its trust domain"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!out_dir.exists(), "files were written for a bad SVID");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn fetch_jwt_gives_tokens_that_validate_against_the_agent_bundle() {
     let (_dir, server) = start().await;
     let bundles: BundleSet = [server.bundle()].into_iter().collect();

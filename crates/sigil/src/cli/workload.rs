@@ -414,7 +414,12 @@ async fn fetch_bundles(args: FetchBundlesArgs, output: Output) -> anyhow::Result
                     .get(name)
                     .map(|b| b.jwt().authorities().map(|a| a.key_id()).collect())
                     .unwrap_or_default();
-                println!("JWT key IDs      : {}", key_ids.join(", "));
+                let key_ids = if key_ids.is_empty() {
+                    "-".to_owned()
+                } else {
+                    key_ids.join(", ")
+                };
+                println!("JWT key IDs      : {key_ids}");
                 match x509.get(name) {
                     Some(bundle) => print!("{}", bundle.x509().to_pem()),
                     None => println!("X.509 authorities: none"),

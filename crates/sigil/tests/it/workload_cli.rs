@@ -347,7 +347,7 @@ async fn fetch_bundles_lists_x509_and_jwt_authorities_per_trust_domain() {
         "{out}"
     );
     assert!(
-        out.contains("Trust domain     : b.test\nJWT key IDs      : \n"),
+        out.contains("Trust domain     : b.test\nJWT key IDs      : -\n"),
         "{out}"
     );
 }

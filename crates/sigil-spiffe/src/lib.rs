@@ -5,7 +5,8 @@
 //! document, X.509-SVIDs (parse, profile checks, chain verification, issuance), JWT-SVIDs
 //! (signing through a [`jwt::JwtSigner`], validation) and rustls configurations for mutual TLS
 //! on X.509-SVIDs. It does no I/O of its own: no sockets, no files, no clocks except where a
-//! caller passes `now`.
+//! caller passes `now`, unless the `workload-api` feature adds `workload_api`, a client of the
+//! SPIFFE Workload API (gRPC over a Unix socket or TCP).
 //!
 //! ```
 //! use sigil_spiffe::{SpiffeId, TrustDomain};
@@ -26,6 +27,8 @@ pub mod jwt;
 pub mod key;
 pub mod pem;
 pub mod tls;
+#[cfg(feature = "workload-api")]
+pub mod workload_api;
 pub mod x509;
 
 pub use authorizer::Authorizer;

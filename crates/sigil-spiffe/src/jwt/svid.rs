@@ -35,6 +35,7 @@ pub struct JwtSvid {
     key_id: String,
     algorithm: Algorithm,
     claims: Map<String, Value>,
+    hint: Option<String>,
 }
 
 impl JwtSvid {
@@ -101,6 +102,19 @@ impl JwtSvid {
     pub fn claims(&self) -> &Map<String, Value> {
         &self.claims
     }
+
+    /// The Workload API's `hint` for this SVID, an operator's label telling several apart;
+    /// `None` when empty or not set.
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
+    /// Attaches a hint (the empty string clears it).
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        let hint = hint.into();
+        self.hint = (!hint.is_empty()).then_some(hint);
+        self
+    }
 }
 
 impl fmt::Debug for JwtSvid {
@@ -111,6 +125,7 @@ impl fmt::Debug for JwtSvid {
             .field("expiry", &self.expiry)
             .field("key_id", &self.key_id)
             .field("algorithm", &self.algorithm)
+            .field("hint", &self.hint)
             .field("token", &"<redacted>")
             .finish_non_exhaustive()
     }
@@ -251,6 +266,7 @@ pub fn mint<S: JwtSigner + ?Sized>(signer: &S, params: JwtSvidParams) -> Result<
         key_id: key_id.to_owned(),
         algorithm,
         claims,
+        hint: None,
     })
 }
 
@@ -427,6 +443,7 @@ pub(super) fn parse<A: AsRef<str>>(
         key_id: key_id.into_owned(),
         algorithm,
         claims,
+        hint: None,
     })
 }
 

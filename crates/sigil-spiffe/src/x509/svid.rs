@@ -23,6 +23,7 @@ pub struct X509Svid {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKey,
     not_after: SystemTime,
+    hint: Option<String>,
 }
 
 impl X509Svid {
@@ -38,6 +39,7 @@ impl X509Svid {
             chain,
             key,
             not_after,
+            hint: None,
         })
     }
 
@@ -92,6 +94,19 @@ impl X509Svid {
     /// When the leaf expires (its `notAfter`).
     pub fn not_after(&self) -> SystemTime {
         self.not_after
+    }
+
+    /// The Workload API's `hint` for this SVID, an operator's label telling several apart;
+    /// `None` when empty or not set.
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
+    /// Attaches a hint (the empty string clears it).
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        let hint = hint.into();
+        self.hint = (!hint.is_empty()).then_some(hint);
+        self
     }
 
     /// The chain as concatenated DER, the Workload API's `x509_svid` field.

@@ -6,4 +6,6 @@
 mod bundle;
 mod jwt;
 mod tls;
+mod workload_api;
+mod workload_server;
 mod x509;

@@ -1,6 +1,7 @@
 //! `sigil healthcheck`: exits 0 when the server is ready, 1 otherwise (the reason on stderr).
 //! It asks the standard gRPC health service on the server's admin socket, which runs the
-//! server's readiness check on every call.
+//! server's readiness check on every call; with `--socket URI`, the same service on an
+//! agent's Workload API socket instead (service name "", SERVING or not).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use anyhow::bail;
 use clap::Args;
 use serde_json::json;
 use sigil_server::api::health::REASON_METADATA;
+use sigil_spiffe::workload_api::{Endpoint, HealthStatus, WorkloadApiClient};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -27,16 +29,16 @@ pub(crate) struct HealthcheckArgs {
         default_value = "/run/sigil/server/admin.sock"
     )]
     server_socket: PathBuf,
-    /// An agent's socket (not available yet: the agent has no health check so far).
-    #[arg(long, value_name = "URI", value_parser = agent_not_yet)]
-    socket: Option<String>,
-}
-
-fn agent_not_yet(_: &str) -> Result<String, String> {
-    Err("the agent health check is not available yet; use --server-socket PATH".into())
+    /// Check an agent instead: its Workload API address (unix:///path or tcp://IP:PORT).
+    /// Takes precedence over --server-socket.
+    #[arg(long, value_name = "URI")]
+    socket: Option<Endpoint>,
 }
 
 pub(crate) fn run(args: &HealthcheckArgs, output: Output) -> anyhow::Result<()> {
+    if let Some(endpoint) = &args.socket {
+        return run_agent(endpoint, output);
+    }
     let answer = client::runtime()?.block_on(async {
         match tokio::time::timeout(TIMEOUT, check(args)).await {
             Ok(answer) => answer,
@@ -60,6 +62,44 @@ pub(crate) fn run(args: &HealthcheckArgs, output: Output) -> anyhow::Result<()> 
     match answer {
         Ok(()) => Ok(()),
         Err(reason) => bail!("server is not ready: {reason}"),
+    }
+}
+
+/// The agent's side: the gRPC health Check on its Workload API socket.
+fn run_agent(endpoint: &Endpoint, output: Output) -> anyhow::Result<()> {
+    let answer = client::runtime()?.block_on(async {
+        let check = async {
+            let client = WorkloadApiClient::connect(endpoint)
+                .await
+                .map_err(|e| e.to_string())?;
+            match client.health_check("").await {
+                Ok(HealthStatus::Serving) => Ok(()),
+                Ok(status) => Err(format!("the agent reports {status:?}")),
+                Err(error) => Err(error.to_string()),
+            }
+        };
+        match tokio::time::timeout(TIMEOUT, check).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!(
+                "the agent did not answer within {} s",
+                TIMEOUT.as_secs()
+            )),
+        }
+    });
+    match output {
+        Output::Json => {
+            let reason = answer.as_ref().err();
+            println!("{}", json!({"ready": answer.is_ok(), "reason": reason}));
+        }
+        Output::Text => {
+            if answer.is_ok() {
+                println!("agent is serving");
+            }
+        }
+    }
+    match answer {
+        Ok(()) => Ok(()),
+        Err(reason) => bail!("agent is not serving: {reason}"),
     }
 }
 

@@ -10,6 +10,7 @@ mod healthcheck;
 mod mint;
 mod server;
 mod token;
+mod workload;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sigil_server::config::ConfigError;
@@ -62,9 +63,18 @@ enum Command {
     /// A server and an agent in one process on SQLite, with your uid registered: the
     /// quickest way to get an SPIFFE identity. Runs until Ctrl-C.
     Dev(dev::DevArgs),
-    /// Exit 0 when the server is ready (its datastore answers and its CA can sign), 1
-    /// otherwise with the reason on stderr.
+    /// Exit 0 when the server is ready (its datastore answers and its CA can sign), or with
+    /// --socket when an agent's Workload API socket reports SERVING; 1 otherwise with the
+    /// reason on stderr.
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Workload API: fetch this process's SVIDs or bundles from the agent.
+    #[command(subcommand)]
+    Fetch(workload::FetchCommand),
+    /// Workload API: have the agent validate a token.
+    #[command(subcommand)]
+    Validate(workload::ValidateCommand),
+    /// Workload API: print every X.509 update the agent pushes, until Ctrl-C.
+    Watch(workload::WatchArgs),
 }
 
 /// Runs a parsed command line.
@@ -79,6 +89,9 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(command) => token::run(command, cli.output),
         Command::Dev(args) => dev::run(&args),
         Command::Healthcheck(args) => healthcheck::run(&args, cli.output),
+        Command::Fetch(command) => workload::run_fetch(command, cli.output),
+        Command::Validate(command) => workload::run_validate(command, cli.output),
+        Command::Watch(args) => workload::run_watch(args, cli.output),
     }
 }
 

@@ -126,20 +126,6 @@ fn healthcheck_says_ready_for_a_running_server_and_fails_without_one() {
 }
 
 #[test]
-fn healthcheck_of_an_agent_socket_is_not_there_yet() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args(["healthcheck", "--socket", "unix:///tmp/agent.sock"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(
-        text(&out.stderr).contains("the agent health check is not available yet"),
-        "{}",
-        text(&out.stderr)
-    );
-}
-
-#[test]
 fn a_health_port_in_use_is_refused_before_anything_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();

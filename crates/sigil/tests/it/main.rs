@@ -13,6 +13,7 @@ mod health;
 mod server_run;
 mod server_validate;
 mod usage;
+mod workload_cli;
 
 use std::process::{Command, Output};
 

@@ -1,0 +1,1438 @@
+//! The `:authority` shim: rewrites each request's `:authority` to `localhost` on an accepted
+//! Workload API connection, so that gRPC C-core and grpc-java clients reach the stock h2 server.
+//!
+//! Those clients send the percent-encoded socket path (`%2Frun%2Fsigil%2Fapi.sock`) as the
+//! authority of a Unix-socket channel. The `http` crate refuses it, and h2 answers every such
+//! request with RST_STREAM PROTOCOL_ERROR (hyperium/h2 PR 487 has been open for years). The
+//! shim sits between the socket and the HTTP/2 server, in the same task and without a pipe:
+//! client-to-server bytes are parsed into frames, every request header block is HPACK-decoded
+//! with a decoder that mirrors the client's encoder, and re-encoded with `:authority` replaced.
+//! Every other frame, and the whole server-to-client direction, passes through unchanged.
+//!
+//! The re-encoded blocks never insert into the HPACK dynamic table (static-table references and
+//! literals without indexing only), so h2's decoder table stays empty and its size never
+//! matters. A field the client sent as "never indexed" arrives as "without indexing": the only
+//! reader is h2's decoder, which indexes nothing either way.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use loona_hpack::Decoder;
+use loona_hpack::decoder::DecoderError;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The largest header block accepted from a client, and the largest re-encoded one sent on,
+/// in bytes (RFC 9113 §4.3 lets a receiver bound what it buffers).
+pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
+
+/// What the shim refuses. It reaches the HTTP/2 server as the source of an
+/// [`io::ErrorKind::InvalidData`] error, which makes the server drop the connection.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthorityError {
+    /// The connection did not open with the HTTP/2 client preface (RFC 9113 §3.4).
+    #[error("the client did not send the HTTP/2 connection preface")]
+    NotHttp2,
+    /// A header block, as sent or as re-encoded, is over [`MAX_HEADER_BLOCK`].
+    #[error("header block of stream {stream} is over {MAX_HEADER_BLOCK} bytes")]
+    HeaderBlockTooLarge {
+        /// The stream the block belongs to.
+        stream: u32,
+    },
+    /// A HEADERS frame on stream 0, or one whose padding or priority fields do not fit it.
+    #[error("malformed HEADERS frame on stream {stream}")]
+    MalformedHeaders {
+        /// The stream named in the frame header.
+        stream: u32,
+    },
+    /// A header block was not continued by a CONTINUATION frame of the same stream
+    /// (RFC 9113 §6.10), or a CONTINUATION frame came without an open header block.
+    #[error("CONTINUATION frame out of sequence on stream {stream}")]
+    ContinuationOutOfSequence {
+        /// The stream named in the offending frame header.
+        stream: u32,
+    },
+    /// The client's header block is not valid HPACK, or it refers to a table entry or a table
+    /// size the decoder does not have (RFC 7541).
+    #[error("malformed HPACK header block on stream {stream}: {reason}")]
+    Hpack {
+        /// The stream the block belongs to.
+        stream: u32,
+        /// What the HPACK decoder found.
+        reason: DecoderError,
+    },
+    /// The connection ended in the middle of a frame.
+    #[error("the client closed the connection in the middle of a frame")]
+    TruncatedFrame,
+    /// An earlier read failed; the connection is unusable.
+    #[error("the connection already failed")]
+    Failed,
+}
+
+impl From<AuthorityError> for io::Error {
+    fn from(error: AuthorityError) -> Self {
+        let kind = match error {
+            AuthorityError::TruncatedFrame => io::ErrorKind::UnexpectedEof,
+            _ => io::ErrorKind::InvalidData,
+        };
+        Self::new(kind, error)
+    }
+}
+
+/// The server side of one HTTP/2 connection, with every request's `:authority` rewritten
+/// to `localhost` before the HTTP/2 server reads it.
+pub struct AuthorityRewrite<S> {
+    inner: S,
+    reader: Rewriter,
+    settings: SettingsWatch,
+}
+
+impl<S> AuthorityRewrite<S> {
+    /// Wraps the server side of a freshly accepted connection (nothing read from it yet).
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            reader: Rewriter::new(),
+            settings: SettingsWatch::new(),
+        }
+    }
+
+    /// The wrapped connection, e.g. to read the peer's credentials.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for AuthorityRewrite<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorityRewrite")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for AuthorityRewrite<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = ready!(this.reader.poll_read(
+            &mut this.inner,
+            this.settings.header_table_size,
+            cx,
+            buf
+        ));
+        if let Err(error) = &result {
+            tracing::debug!(%error, "workload API connection refused by the :authority shim");
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for AuthorityRewrite<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.settings.observe(&buf[..n.min(buf.len())]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+        let mut left = n;
+        for slice in bufs {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(slice.len());
+            this.settings.observe(&slice[..take]);
+            left -= take;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const FRAME_HEADER_LEN: usize = 9;
+
+const FRAME_HEADERS: u8 = 0x1;
+const FRAME_SETTINGS: u8 = 0x4;
+const FRAME_CONTINUATION: u8 = 0x9;
+
+const FLAG_ACK: u8 = 0x1;
+const FLAG_END_STREAM: u8 = 0x1;
+const FLAG_END_HEADERS: u8 = 0x4;
+const FLAG_PADDED: u8 = 0x8;
+const FLAG_PRIORITY: u8 = 0x20;
+
+/// The size of the stream dependency and weight fields of a HEADERS frame with PRIORITY.
+const PRIORITY_LEN: usize = 5;
+
+/// The frame size every HTTP/2 peer must accept whatever it advertised (RFC 9113 §4.2), so
+/// re-split blocks never depend on which SETTINGS the server has seen acknowledged.
+const OUT_FRAME_SIZE: usize = 16_384;
+
+/// SETTINGS_HEADER_TABLE_SIZE before the server says otherwise (RFC 9113 §6.5.2).
+const DEFAULT_HEADER_TABLE_SIZE: usize = 4_096;
+const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
+
+/// How much is read from the socket at a time when frames are being parsed.
+const READ_CHUNK: usize = 16 * 1024;
+
+const AUTHORITY: &[u8] = b":authority";
+const LOCALHOST: &[u8] = b"localhost";
+
+/// The client-to-server direction: a frame parser that re-encodes header blocks.
+struct Rewriter {
+    state: ReadState,
+    /// Bytes read from the socket but not yet handed on: `input[start..end]`. The whole
+    /// vector is initialised once, so reads into it need no unsafe code.
+    input: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Frames ready for the server: `output[out_pos..]`.
+    output: Vec<u8>,
+    out_pos: usize,
+    /// The header block being reassembled from HEADERS and CONTINUATION fragments.
+    block: Vec<u8>,
+    /// The HEADERS frame whose block is being reassembled, once its first fragment is in.
+    open: Option<OpenBlock>,
+    /// Mirrors the client's HPACK encoder for the whole connection.
+    decoder: Decoder<'static>,
+    /// Scratch space for one re-encoded block.
+    encoded: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ReadState {
+    Preface,
+    FrameHeader,
+    /// Inside a frame that passes through unchanged: this many payload bytes are left.
+    Forward(usize),
+    /// Waiting for the whole payload of a HEADERS or CONTINUATION frame.
+    HeaderFrame(FrameHeader),
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FrameHeader {
+    len: usize,
+    kind: u8,
+    flags: u8,
+    stream: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OpenBlock {
+    stream: u32,
+    end_stream: bool,
+    priority: Option<[u8; PRIORITY_LEN]>,
+}
+
+/// What one parsing step achieved.
+enum Step {
+    /// Something changed; look again.
+    Progress,
+    /// At least this many bytes must be buffered before parsing can go on.
+    Need(usize),
+}
+
+impl Rewriter {
+    fn new() -> Self {
+        Self {
+            state: ReadState::Preface,
+            input: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            output: Vec::new(),
+            out_pos: 0,
+            block: Vec::new(),
+            open: None,
+            decoder: Decoder::new(),
+            encoded: Vec::new(),
+        }
+    }
+
+    fn poll_read<S: AsyncRead + Unpin>(
+        &mut self,
+        inner: &mut S,
+        header_table_size: usize,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.out_pos < self.output.len() {
+                let pending = &self.output[self.out_pos..];
+                let n = pending.len().min(buf.remaining());
+                buf.put_slice(&pending[..n]);
+                self.out_pos += n;
+                if self.out_pos == self.output.len() {
+                    self.output.clear();
+                    self.out_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match self.state {
+                ReadState::Failed => return Poll::Ready(Err(AuthorityError::Failed.into())),
+                ReadState::Forward(left) if left > 0 => {
+                    return self.poll_forward(inner, left, cx, buf);
+                }
+                _ => {}
+            }
+            let need = match self.step(header_table_size) {
+                Ok(Step::Progress) => continue,
+                Ok(Step::Need(need)) => need,
+                Err(error) => {
+                    self.state = ReadState::Failed;
+                    return Poll::Ready(Err(error.into()));
+                }
+            };
+            if ready!(self.poll_fill(inner, need, cx))? == 0 {
+                let at_boundary = self.start == self.end
+                    && self.open.is_none()
+                    && matches!(self.state, ReadState::FrameHeader | ReadState::Preface);
+                if at_boundary {
+                    return Poll::Ready(Ok(()));
+                }
+                self.state = ReadState::Failed;
+                return Poll::Ready(Err(AuthorityError::TruncatedFrame.into()));
+            }
+        }
+    }
+
+    /// Hands on up to `left` bytes of a frame that passes through: from the buffer when it
+    /// holds some, otherwise read by the socket straight into the caller's buffer, so a DATA
+    /// payload is copied at most once.
+    fn poll_forward<S: AsyncRead + Unpin>(
+        &mut self,
+        inner: &mut S,
+        left: usize,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = if self.start < self.end {
+            let n = left.min(self.end - self.start).min(buf.remaining());
+            buf.put_slice(&self.input[self.start..self.start + n]);
+            self.start += n;
+            n
+        } else {
+            let want = left.min(buf.remaining());
+            let n = {
+                let mut direct = ReadBuf::new(buf.initialize_unfilled_to(want));
+                ready!(Pin::new(inner).poll_read(cx, &mut direct))?;
+                direct.filled().len()
+            };
+            if n == 0 && want > 0 {
+                self.state = ReadState::Failed;
+                return Poll::Ready(Err(AuthorityError::TruncatedFrame.into()));
+            }
+            buf.advance(n);
+            n
+        };
+        self.state = if n == left {
+            ReadState::FrameHeader
+        } else {
+            ReadState::Forward(left - n)
+        };
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads more from the socket until `need` bytes are buffered or one read returns.
+    /// Returns how many bytes that read brought (0 at end of stream).
+    fn poll_fill<S: AsyncRead + Unpin>(
+        &mut self,
+        inner: &mut S,
+        need: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.input.len() - self.start < need || self.end == self.input.len() {
+            self.input.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.input.len() < need {
+            self.input.resize(need, 0);
+        }
+        let mut space = ReadBuf::new(&mut self.input[self.end..]);
+        ready!(Pin::new(inner).poll_read(cx, &mut space))?;
+        let n = space.filled().len();
+        self.end += n;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Parses what is buffered, as far as one preface, frame header or header frame.
+    fn step(&mut self, header_table_size: usize) -> Result<Step, AuthorityError> {
+        let available = self.end - self.start;
+        match self.state {
+            ReadState::Preface => {
+                let seen = available.min(PREFACE.len());
+                if self.input[self.start..self.start + seen] != PREFACE[..seen] {
+                    return Err(AuthorityError::NotHttp2);
+                }
+                if seen < PREFACE.len() {
+                    return Ok(Step::Need(PREFACE.len()));
+                }
+                self.output.extend_from_slice(PREFACE);
+                self.start += PREFACE.len();
+                self.state = ReadState::FrameHeader;
+                Ok(Step::Progress)
+            }
+            ReadState::FrameHeader => {
+                if available < FRAME_HEADER_LEN {
+                    return Ok(Step::Need(FRAME_HEADER_LEN));
+                }
+                let raw = &self.input[self.start..self.start + FRAME_HEADER_LEN];
+                let header = FrameHeader {
+                    len: usize::from(raw[0]) << 16 | usize::from(raw[1]) << 8 | usize::from(raw[2]),
+                    kind: raw[3],
+                    flags: raw[4],
+                    stream: u32::from_be_bytes([raw[5], raw[6], raw[7], raw[8]]) & 0x7fff_ffff,
+                };
+                let in_block = self.open.map(|open| open.stream);
+                match (header.kind, in_block) {
+                    (FRAME_CONTINUATION, Some(stream)) if stream == header.stream => {}
+                    (FRAME_HEADERS, None) => {}
+                    (FRAME_CONTINUATION, _) | (_, Some(_)) => {
+                        return Err(AuthorityError::ContinuationOutOfSequence {
+                            stream: header.stream,
+                        });
+                    }
+                    (_, None) => {
+                        self.output.extend_from_slice(raw);
+                        self.start += FRAME_HEADER_LEN;
+                        self.state = if header.len == 0 {
+                            ReadState::FrameHeader
+                        } else {
+                            ReadState::Forward(header.len)
+                        };
+                        return Ok(Step::Progress);
+                    }
+                }
+                if header.stream == 0 && header.kind == FRAME_HEADERS {
+                    return Err(AuthorityError::MalformedHeaders { stream: 0 });
+                }
+                // Checked before buffering: a HEADERS payload may also hold padding and priority.
+                let reassembled = if header.kind == FRAME_CONTINUATION {
+                    self.block.len()
+                } else {
+                    0
+                };
+                if reassembled + header.len > MAX_HEADER_BLOCK + PRIORITY_LEN + 256 {
+                    return Err(AuthorityError::HeaderBlockTooLarge {
+                        stream: header.stream,
+                    });
+                }
+                self.start += FRAME_HEADER_LEN;
+                self.state = ReadState::HeaderFrame(header);
+                Ok(Step::Progress)
+            }
+            ReadState::HeaderFrame(header) => {
+                if available < header.len {
+                    return Ok(Step::Need(header.len));
+                }
+                let payload_at = self.start;
+                self.start += header.len;
+                self.state = ReadState::FrameHeader;
+                self.header_fragment(header, payload_at, header_table_size)?;
+                Ok(Step::Progress)
+            }
+            ReadState::Forward(_) | ReadState::Failed => Ok(Step::Progress),
+        }
+    }
+
+    /// Takes in one HEADERS or CONTINUATION payload, `input[at..at + header.len]`, and
+    /// re-encodes the block when it is complete.
+    fn header_fragment(
+        &mut self,
+        header: FrameHeader,
+        at: usize,
+        header_table_size: usize,
+    ) -> Result<(), AuthorityError> {
+        let payload = &self.input[at..at + header.len];
+        if header.kind == FRAME_HEADERS {
+            let malformed = AuthorityError::MalformedHeaders {
+                stream: header.stream,
+            };
+            let mut fragment = payload;
+            let mut pad = 0;
+            if header.flags & FLAG_PADDED != 0 {
+                let (&len, rest) = fragment.split_first().ok_or(malformed)?;
+                pad = usize::from(len);
+                fragment = rest;
+            }
+            let mut priority = None;
+            if header.flags & FLAG_PRIORITY != 0 {
+                let (fields, rest) = fragment
+                    .split_first_chunk::<PRIORITY_LEN>()
+                    .ok_or(malformed)?;
+                priority = Some(*fields);
+                fragment = rest;
+            }
+            // RFC 9113 §6.2: padding that covers the fragment is a connection error.
+            let fragment_len = fragment.len().checked_sub(pad).ok_or(malformed)?;
+            self.block.clear();
+            self.block.extend_from_slice(&fragment[..fragment_len]);
+            self.open = Some(OpenBlock {
+                stream: header.stream,
+                end_stream: header.flags & FLAG_END_STREAM != 0,
+                priority,
+            });
+        } else {
+            self.block.extend_from_slice(payload);
+        }
+        if self.block.len() > MAX_HEADER_BLOCK {
+            return Err(AuthorityError::HeaderBlockTooLarge {
+                stream: header.stream,
+            });
+        }
+        if header.flags & FLAG_END_HEADERS != 0
+            && let Some(open) = self.open.take()
+        {
+            self.reencode(open, header_table_size)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes the reassembled block, re-encodes it with `:authority` replaced, and queues it
+    /// as HEADERS (+ CONTINUATION) frames of at most [`OUT_FRAME_SIZE`] bytes.
+    fn reencode(
+        &mut self,
+        open: OpenBlock,
+        header_table_size: usize,
+    ) -> Result<(), AuthorityError> {
+        // The client may resize its table up to what the server advertised, never beyond.
+        self.decoder.set_max_allowed_table_size(header_table_size);
+        let encoded = &mut self.encoded;
+        encoded.clear();
+        let mut too_large = false;
+        self.decoder
+            .decode_with_cb(&self.block, |name: Cow<'_, [u8]>, value: Cow<'_, [u8]>| {
+                // A small block can expand a lot through table references: stop growing.
+                if too_large {
+                    return;
+                }
+                let value: &[u8] = if *name == *AUTHORITY {
+                    LOCALHOST
+                } else {
+                    &value
+                };
+                encode_field(encoded, &name, value);
+                too_large = encoded.len() > MAX_HEADER_BLOCK;
+            })
+            .map_err(|reason| AuthorityError::Hpack {
+                stream: open.stream,
+                reason,
+            })?;
+        if too_large {
+            return Err(AuthorityError::HeaderBlockTooLarge {
+                stream: open.stream,
+            });
+        }
+
+        let stream = open.stream.to_be_bytes();
+        let first_room = OUT_FRAME_SIZE - open.priority.map_or(0, |p| p.len());
+        let (first, mut rest) = self.encoded.split_at(first_room.min(self.encoded.len()));
+        let mut flags = 0;
+        if open.end_stream {
+            flags |= FLAG_END_STREAM;
+        }
+        if rest.is_empty() {
+            flags |= FLAG_END_HEADERS;
+        }
+        let mut len = first.len();
+        if let Some(priority) = open.priority {
+            flags |= FLAG_PRIORITY;
+            len += priority.len();
+        }
+        push_frame_header(&mut self.output, len, FRAME_HEADERS, flags, stream);
+        if let Some(priority) = open.priority {
+            self.output.extend_from_slice(&priority);
+        }
+        self.output.extend_from_slice(first);
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(OUT_FRAME_SIZE.min(rest.len()));
+            let flags = if tail.is_empty() { FLAG_END_HEADERS } else { 0 };
+            push_frame_header(
+                &mut self.output,
+                chunk.len(),
+                FRAME_CONTINUATION,
+                flags,
+                stream,
+            );
+            self.output.extend_from_slice(chunk);
+            rest = tail;
+        }
+        Ok(())
+    }
+}
+
+fn push_frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream: [u8; 4]) {
+    // `len` is at most OUT_FRAME_SIZE, so it fits the 24-bit length field.
+    let len = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    out.extend_from_slice(&len[1..]);
+    out.push(kind);
+    out.push(flags);
+    out.extend_from_slice(&stream);
+}
+
+/// Appends one field without touching the dynamic table: an indexed static entry, or a literal
+/// without indexing whose name is a static reference when it can be (RFC 7541 §6.1, §6.2.2).
+fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    let mut name_index = None;
+    for (i, (static_name, static_value)) in STATIC_TABLE.iter().enumerate() {
+        if *static_name == name {
+            if *static_value == value {
+                encode_integer(out, i + 1, 7, 0x80);
+                return;
+            }
+            name_index.get_or_insert(i + 1);
+        }
+    }
+    match name_index {
+        Some(index) => encode_integer(out, index, 4, 0x00),
+        None => {
+            out.push(0x00);
+            encode_string(out, name);
+        }
+    }
+    encode_string(out, value);
+}
+
+/// A string literal without Huffman coding (RFC 7541 §5.2).
+fn encode_string(out: &mut Vec<u8>, s: &[u8]) {
+    encode_integer(out, s.len(), 7, 0x00);
+    out.extend_from_slice(s);
+}
+
+/// An integer with an N-bit prefix after the `first` byte's high bits (RFC 7541 §5.1).
+fn encode_integer(out: &mut Vec<u8>, value: usize, prefix_bits: u32, first: u8) {
+    let max = (1usize << prefix_bits) - 1;
+    if value < max {
+        out.push(first | value as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    let mut rest = value - max;
+    while rest >= 0x80 {
+        out.push((rest & 0x7f) as u8 | 0x80);
+        rest >>= 7;
+    }
+    out.push(rest as u8);
+}
+
+/// The server-to-client direction, read without changing it: the frames are followed only to
+/// learn the SETTINGS_HEADER_TABLE_SIZE the server advertises.
+struct SettingsWatch {
+    state: WatchState,
+    header: [u8; FRAME_HEADER_LEN],
+    entry: [u8; 6],
+    /// The largest table size the server has advertised; the client's encoder may use any size
+    /// up to the latest acknowledged one, and the largest ever is a safe bound for the decoder.
+    header_table_size: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum WatchState {
+    Header(usize),
+    Skip(usize),
+    /// Inside a SETTINGS payload: bytes left, bytes of the current entry seen.
+    Settings(usize, usize),
+}
+
+impl SettingsWatch {
+    fn new() -> Self {
+        Self {
+            state: WatchState::Header(0),
+            header: [0; FRAME_HEADER_LEN],
+            entry: [0; 6],
+            header_table_size: DEFAULT_HEADER_TABLE_SIZE,
+        }
+    }
+
+    fn observe(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match self.state {
+                WatchState::Header(seen) => {
+                    let n = (FRAME_HEADER_LEN - seen).min(bytes.len());
+                    self.header[seen..seen + n].copy_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    if seen + n < FRAME_HEADER_LEN {
+                        self.state = WatchState::Header(seen + n);
+                        continue;
+                    }
+                    let h = &self.header;
+                    let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+                    self.state = if len == 0 {
+                        WatchState::Header(0)
+                    } else if h[3] == FRAME_SETTINGS && h[4] & FLAG_ACK == 0 {
+                        WatchState::Settings(len, 0)
+                    } else {
+                        WatchState::Skip(len)
+                    };
+                }
+                WatchState::Skip(left) => {
+                    let n = left.min(bytes.len());
+                    bytes = &bytes[n..];
+                    self.state = if n == left {
+                        WatchState::Header(0)
+                    } else {
+                        WatchState::Skip(left - n)
+                    };
+                }
+                WatchState::Settings(left, seen) => {
+                    let n = (self.entry.len() - seen).min(left).min(bytes.len());
+                    self.entry[seen..seen + n].copy_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    let seen = seen + n;
+                    if seen == self.entry.len() {
+                        let e = &self.entry;
+                        let id = u16::from_be_bytes([e[0], e[1]]);
+                        let value = u32::from_be_bytes([e[2], e[3], e[4], e[5]]);
+                        if id == SETTINGS_HEADER_TABLE_SIZE {
+                            let value = usize::try_from(value).unwrap_or(usize::MAX);
+                            self.header_table_size = self.header_table_size.max(value);
+                        }
+                    }
+                    let left = left - n;
+                    self.state = if left == 0 {
+                        WatchState::Header(0)
+                    } else {
+                        WatchState::Settings(left, seen % self.entry.len())
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The HPACK static table (RFC 7541 Appendix A); index i + 1 is entry i.
+const STATIC_TABLE: [(&[u8], &[u8]); 61] = [
+    (b":authority", b""),
+    (b":method", b"GET"),
+    (b":method", b"POST"),
+    (b":path", b"/"),
+    (b":path", b"/index.html"),
+    (b":scheme", b"http"),
+    (b":scheme", b"https"),
+    (b":status", b"200"),
+    (b":status", b"204"),
+    (b":status", b"206"),
+    (b":status", b"304"),
+    (b":status", b"400"),
+    (b":status", b"404"),
+    (b":status", b"500"),
+    (b"accept-charset", b""),
+    (b"accept-encoding", b"gzip, deflate"),
+    (b"accept-language", b""),
+    (b"accept-ranges", b""),
+    (b"accept", b""),
+    (b"access-control-allow-origin", b""),
+    (b"age", b""),
+    (b"allow", b""),
+    (b"authorization", b""),
+    (b"cache-control", b""),
+    (b"content-disposition", b""),
+    (b"content-encoding", b""),
+    (b"content-language", b""),
+    (b"content-length", b""),
+    (b"content-location", b""),
+    (b"content-range", b""),
+    (b"content-type", b""),
+    (b"cookie", b""),
+    (b"date", b""),
+    (b"etag", b""),
+    (b"expect", b""),
+    (b"expires", b""),
+    (b"from", b""),
+    (b"host", b""),
+    (b"if-match", b""),
+    (b"if-modified-since", b""),
+    (b"if-none-match", b""),
+    (b"if-range", b""),
+    (b"if-unmodified-since", b""),
+    (b"last-modified", b""),
+    (b"link", b""),
+    (b"location", b""),
+    (b"max-forwards", b""),
+    (b"proxy-authenticate", b""),
+    (b"proxy-authorization", b""),
+    (b"range", b""),
+    (b"referer", b""),
+    (b"refresh", b""),
+    (b"retry-after", b""),
+    (b"server", b""),
+    (b"set-cookie", b""),
+    (b"strict-transport-security", b""),
+    (b"transfer-encoding", b""),
+    (b"user-agent", b""),
+    (b"vary", b""),
+    (b"via", b""),
+    (b"www-authenticate", b""),
+];
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use loona_hpack::Encoder;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SOCKET_AUTHORITY: &str = "%2Ftmp%2Fsigil%2Fapi.sock";
+
+    /// A connection whose client side is `data`, delivered `chunk` bytes per read; what the
+    /// server writes is kept.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        chunk: usize,
+        written: Vec<u8>,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = self
+                .chunk
+                .min(self.data.len() - self.pos)
+                .min(buf.remaining());
+            let pos = self.pos;
+            buf.put_slice(&self.data[pos..pos + n]);
+            self.pos += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            // One byte at a time, so the SETTINGS watch sees every split.
+            self.written.extend_from_slice(&buf[..1.min(buf.len())]);
+            Poll::Ready(Ok(1.min(buf.len())))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn trickle(data: Vec<u8>, chunk: usize) -> AuthorityRewrite<Trickle> {
+        AuthorityRewrite::new(Trickle {
+            data,
+            pos: 0,
+            chunk,
+            written: Vec::new(),
+        })
+    }
+
+    /// Everything the server would read, `read_size` bytes at most per read.
+    async fn read_all(
+        conn: &mut AuthorityRewrite<Trickle>,
+        read_size: usize,
+    ) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0; read_size];
+        loop {
+            let n = conn.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    async fn rewrite(input: Vec<u8>, chunk: usize, read_size: usize) -> io::Result<Vec<u8>> {
+        read_all(&mut trickle(input, chunk), read_size).await
+    }
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        push_frame_header(&mut out, payload.len(), kind, flags, stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn connection(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = PREFACE.to_vec();
+        for f in frames {
+            out.extend_from_slice(f);
+        }
+        out
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct Frame {
+        kind: u8,
+        flags: u8,
+        stream: u32,
+        payload: Vec<u8>,
+    }
+
+    fn parse_frames(out: &[u8]) -> Vec<Frame> {
+        assert_eq!(&out[..PREFACE.len()], PREFACE);
+        let mut rest = &out[PREFACE.len()..];
+        let mut frames = Vec::new();
+        while !rest.is_empty() {
+            let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+            frames.push(Frame {
+                kind: rest[3],
+                flags: rest[4],
+                stream: u32::from_be_bytes([rest[5], rest[6], rest[7], rest[8]]),
+                payload: rest[9..9 + len].to_vec(),
+            });
+            rest = &rest[9 + len..];
+        }
+        frames
+    }
+
+    type Fields = Vec<(String, String)>;
+
+    /// Every header block of the output, decoded each with a fresh decoder: that works only if
+    /// the shim never inserts into h2's dynamic table.
+    fn decode_blocks(frames: &[Frame]) -> Vec<(u32, bool, Fields)> {
+        let mut blocks = Vec::new();
+        let mut open: Option<(u32, bool, Vec<u8>)> = None;
+        for f in frames {
+            match f.kind {
+                FRAME_HEADERS => {
+                    assert!(open.is_none());
+                    assert_eq!(f.flags & FLAG_PADDED, 0);
+                    assert!(f.payload.len() <= OUT_FRAME_SIZE);
+                    let skip = if f.flags & FLAG_PRIORITY != 0 { 5 } else { 0 };
+                    open = Some((
+                        f.stream,
+                        f.flags & FLAG_END_STREAM != 0,
+                        f.payload[skip..].to_vec(),
+                    ));
+                }
+                FRAME_CONTINUATION => {
+                    let block = open.as_mut().unwrap();
+                    assert_eq!(block.0, f.stream);
+                    assert!(f.payload.len() <= OUT_FRAME_SIZE);
+                    block.2.extend_from_slice(&f.payload);
+                }
+                _ => {
+                    assert!(open.is_none(), "frame interleaved in a header block");
+                    continue;
+                }
+            }
+            if f.flags & FLAG_END_HEADERS != 0 {
+                let (stream, end_stream, block) = open.take().unwrap();
+                let fields = Decoder::new()
+                    .decode(&block)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
+                    .collect();
+                blocks.push((stream, end_stream, fields));
+            }
+        }
+        assert!(open.is_none(), "unterminated header block");
+        blocks
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> Fields {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn grpc_request(authority: &str) -> Fields {
+        fields(&[
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/grpc.health.v1.Health/Check"),
+            (":authority", authority),
+            ("te", "trailers"),
+            ("content-type", "application/grpc"),
+            (
+                "user-agent",
+                "grpc-python/1.85.1 grpc-c/51.0.0 (linux; chttp2)",
+            ),
+        ])
+    }
+
+    fn with_authority(request: &Fields, authority: &str) -> Fields {
+        request
+            .iter()
+            .map(|(n, v)| {
+                let v = if n == ":authority" { authority } else { v };
+                (n.clone(), v.to_owned())
+            })
+            .collect()
+    }
+
+    fn encode(encoder: &mut Encoder<'_>, fields: &Fields) -> Vec<u8> {
+        encoder.encode(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    }
+
+    async fn expect_error(input: Vec<u8>) -> AuthorityError {
+        let mut conn = trickle(input, 4096);
+        let error = read_all(&mut conn, 4096).await.unwrap_err();
+        let inner = *error
+            .get_ref()
+            .unwrap()
+            .downcast_ref::<AuthorityError>()
+            .unwrap();
+        // The connection stays failed.
+        let again = read_all(&mut conn, 4096).await.unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::InvalidData);
+        inner
+    }
+
+    #[tokio::test]
+    async fn rewrites_authority_and_passes_other_frames_unchanged() {
+        let request = grpc_request(SOCKET_AUTHORITY);
+        let block = encode(&mut Encoder::new(), &request);
+        let settings = frame(FRAME_SETTINGS, 0, 0, &[0, 4, 0, 0x40, 0, 0]);
+        let data = frame(0x0, FLAG_END_STREAM, 1, &[0, 0, 0, 0, 2, 0x0a, 0]);
+        let window = frame(0x8, 0, 0, &[0, 1, 0, 0]);
+        let input = connection(&[
+            settings.clone(),
+            window.clone(),
+            frame(FRAME_HEADERS, FLAG_END_HEADERS, 1, &block),
+            data.clone(),
+        ]);
+        let out = rewrite(input, 4096, 4096).await.unwrap();
+        let frames = parse_frames(&out);
+        assert_eq!(frames.len(), 4);
+        assert_eq!(frames[0], parse_frames(&connection(&[settings]))[0]);
+        assert_eq!(frames[1], parse_frames(&connection(&[window]))[0]);
+        assert_eq!(frames[3], parse_frames(&connection(&[data]))[0]);
+        assert_eq!(frames[2].flags, FLAG_END_HEADERS);
+        let blocks = decode_blocks(&frames);
+        assert_eq!(
+            blocks,
+            vec![(1, false, with_authority(&request, "localhost"))]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_block_without_authority_gets_none() {
+        let request: Fields = grpc_request("x")
+            .into_iter()
+            .filter(|(n, _)| n != ":authority")
+            .collect();
+        let block = encode(&mut Encoder::new(), &request);
+        let input = connection(&[frame(
+            FRAME_HEADERS,
+            FLAG_END_HEADERS | FLAG_END_STREAM,
+            3,
+            &block,
+        )]);
+        let out = rewrite(input, 4096, 4096).await.unwrap();
+        assert_eq!(decode_blocks(&parse_frames(&out)), vec![(3, true, request)]);
+    }
+
+    #[tokio::test]
+    async fn padding_is_dropped_and_priority_kept() {
+        let request = grpc_request(SOCKET_AUTHORITY);
+        let block = encode(&mut Encoder::new(), &request);
+        let priority = [0x80, 0, 0, 1, 200]; // exclusive on stream 1, weight 201
+        let mut payload = vec![7];
+        payload.extend_from_slice(&priority);
+        payload.extend_from_slice(&block);
+        payload.extend_from_slice(&[0; 7]);
+        let flags = FLAG_END_HEADERS | FLAG_END_STREAM | FLAG_PADDED | FLAG_PRIORITY;
+        let input = connection(&[frame(FRAME_HEADERS, flags, 5, &payload)]);
+        let out = rewrite(input, 4096, 4096).await.unwrap();
+        let frames = parse_frames(&out);
+        assert_eq!(
+            frames[0].flags,
+            FLAG_END_HEADERS | FLAG_END_STREAM | FLAG_PRIORITY
+        );
+        assert_eq!(frames[0].payload[..5], priority);
+        assert_eq!(
+            decode_blocks(&frames),
+            vec![(5, true, with_authority(&request, "localhost"))]
+        );
+    }
+
+    #[tokio::test]
+    async fn continuation_frames_are_reassembled() {
+        let request = grpc_request(SOCKET_AUTHORITY);
+        let block = encode(&mut Encoder::new(), &request);
+        let (a, rest) = block.split_at(5);
+        let (b, c) = rest.split_at(20);
+        let input = connection(&[
+            frame(
+                FRAME_HEADERS,
+                FLAG_PADDED | FLAG_END_STREAM,
+                1,
+                &[[2].as_slice(), a, &[0, 0]].concat(),
+            ),
+            frame(FRAME_CONTINUATION, 0, 1, b),
+            frame(FRAME_CONTINUATION, FLAG_END_HEADERS, 1, c),
+            frame(0x8, 0, 0, &[0, 1, 0, 0]),
+        ]);
+        let out = rewrite(input, 4096, 4096).await.unwrap();
+        let frames = parse_frames(&out);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(
+            decode_blocks(&frames),
+            vec![(1, true, with_authority(&request, "localhost"))]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_large_block_is_split_across_continuation_frames() {
+        let mut request = grpc_request(SOCKET_AUTHORITY);
+        request.push(("x-large".to_owned(), "v".repeat(40_000)));
+        let block = encode(&mut Encoder::new(), &request);
+        // The client's own frames are 16 KiB too; the shim's split need not match them.
+        let chunks: Vec<&[u8]> = block.chunks(16_384).collect();
+        let mut frames_in = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let kind = if i == 0 {
+                FRAME_HEADERS
+            } else {
+                FRAME_CONTINUATION
+            };
+            let mut flags = if i + 1 == chunks.len() {
+                FLAG_END_HEADERS
+            } else {
+                0
+            };
+            if i == 0 {
+                flags |= FLAG_PRIORITY | FLAG_END_STREAM;
+            }
+            let payload = if i == 0 {
+                [[0, 0, 0, 0, 15].as_slice(), chunk].concat()
+            } else {
+                chunk.to_vec()
+            };
+            frames_in.push(frame(kind, flags, 7, &payload));
+        }
+        let out = rewrite(connection(&frames_in), 4096, 4096).await.unwrap();
+        let frames = parse_frames(&out);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0].kind, FRAME_HEADERS);
+        assert_eq!(frames[0].flags, FLAG_PRIORITY | FLAG_END_STREAM);
+        assert_eq!(frames[0].payload.len(), OUT_FRAME_SIZE);
+        assert_eq!(frames[1].kind, FRAME_CONTINUATION);
+        assert_eq!(frames[1].flags, 0);
+        assert_eq!(frames[2].flags, FLAG_END_HEADERS);
+        assert_eq!(
+            decode_blocks(&frames),
+            vec![(7, true, with_authority(&request, "localhost"))]
+        );
+    }
+
+    /// RFC 7541 Appendix C.4: three requests from one Huffman-coding encoder, the later ones
+    /// referring to the dynamic table, `:authority` among the indexed entries.
+    fn rfc7541_c4() -> Vec<u8> {
+        let c41 = [
+            0x82, 0x86, 0x84, 0x41, 0x8c, 0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab,
+            0x90, 0xf4, 0xff,
+        ];
+        let c42 = [
+            0x82, 0x86, 0x84, 0xbe, 0x58, 0x86, 0xa8, 0xeb, 0x10, 0x64, 0x9c, 0xbf,
+        ];
+        let c43 = [
+            0x82, 0x87, 0x85, 0xbf, 0x40, 0x88, 0x25, 0xa8, 0x49, 0xe9, 0x5b, 0xa9, 0x7d, 0x7f,
+            0x89, 0x25, 0xa8, 0x49, 0xe9, 0x5b, 0xb8, 0xe8, 0xb4, 0xbf,
+        ];
+        connection(&[
+            frame(FRAME_HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, &c41),
+            frame(FRAME_HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 3, &c42),
+            frame(FRAME_HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 5, &c43),
+        ])
+    }
+
+    #[tokio::test]
+    async fn huffman_and_dynamic_table_references_across_requests() {
+        let out = rewrite(rfc7541_c4(), 4096, 4096).await.unwrap();
+        let get = [(":method", "GET"), (":scheme", "http"), (":path", "/")];
+        let mut second = get.to_vec();
+        second.extend([(":authority", "localhost"), ("cache-control", "no-cache")]);
+        assert_eq!(
+            decode_blocks(&parse_frames(&out)),
+            vec![
+                (
+                    1,
+                    true,
+                    fields(&[get[0], get[1], get[2], (":authority", "localhost")])
+                ),
+                (3, true, fields(&second)),
+                (
+                    5,
+                    true,
+                    fields(&[
+                        (":method", "GET"),
+                        (":scheme", "https"),
+                        (":path", "/index.html"),
+                        (":authority", "localhost"),
+                        ("custom-key", "custom-value"),
+                    ])
+                ),
+            ]
+        );
+    }
+
+    /// Two gRPC calls from one HPACK encoder, the second referring to entries the first added.
+    fn two_calls() -> (Vec<u8>, Fields) {
+        let mut request = grpc_request(SOCKET_AUTHORITY);
+        request.push(("workload.spiffe.io".to_owned(), "true".to_owned()));
+        let mut encoder = Encoder::new();
+        let first = encode(&mut encoder, &request);
+        let second = encode(&mut encoder, &request);
+        // `te` and `workload.spiffe.io` (names outside the static table) were sent as literals
+        // (a type byte, two lengths, name, value) and then as one-byte indexes.
+        let saved = |name: &str, value: &str| 3 + name.len() + value.len() - 1;
+        assert_eq!(
+            first.len() - second.len(),
+            saved("te", "trailers") + saved("workload.spiffe.io", "true")
+        );
+        let input = connection(&[
+            frame(FRAME_HEADERS, FLAG_END_HEADERS, 1, &first),
+            frame(0x0, FLAG_END_STREAM, 1, &[0, 0, 0, 0, 0]),
+            frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, &second),
+            frame(0x0, FLAG_END_STREAM, 3, &[0, 0, 0, 0, 0]),
+        ]);
+        (input, with_authority(&request, "localhost"))
+    }
+
+    #[tokio::test]
+    async fn dynamic_table_across_two_calls() {
+        let (input, expected) = two_calls();
+        let out = rewrite(input, 4096, 4096).await.unwrap();
+        assert_eq!(
+            decode_blocks(&parse_frames(&out)),
+            vec![(1, false, expected.clone()), (3, false, expected)]
+        );
+    }
+
+    #[tokio::test]
+    async fn one_byte_reads_give_the_same_bytes() {
+        for input in [two_calls().0, rfc7541_c4()] {
+            let whole = rewrite(input.clone(), usize::MAX, 1 << 20).await.unwrap();
+            assert_eq!(rewrite(input.clone(), 1, 1).await.unwrap(), whole);
+            assert_eq!(rewrite(input.clone(), 1, 4096).await.unwrap(), whole);
+            assert_eq!(rewrite(input, 4096, 1).await.unwrap(), whole);
+        }
+    }
+
+    #[tokio::test]
+    async fn table_size_follows_the_server_settings() {
+        // A dynamic table size update to 8192, then `:method: GET`.
+        let block = [0x3f, 0xe1, 0x3f, 0x82];
+        let input = connection(&[frame(FRAME_HEADERS, FLAG_END_HEADERS, 1, &block)]);
+        assert!(matches!(
+            expect_error(input.clone()).await,
+            AuthorityError::Hpack {
+                stream: 1,
+                reason: DecoderError::InvalidMaxDynamicSize
+            }
+        ));
+
+        let mut conn = trickle(input, 4096);
+        // The server's SETTINGS (after a PING), written through the shim a byte at a time.
+        let ping = frame(0x6, 0, 0, &[1; 8]);
+        let settings = frame(
+            FRAME_SETTINGS,
+            0,
+            0,
+            &[0, 5, 0, 0, 0x40, 0, 0, 1, 0, 0, 0x20, 0],
+        );
+        conn.write_all(&[ping, settings].concat()).await.unwrap();
+        let out = read_all(&mut conn, 4096).await.unwrap();
+        assert_eq!(
+            decode_blocks(&parse_frames(&out)),
+            vec![(1, false, fields(&[(":method", "GET")]))]
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_input_is_an_error() {
+        let block = encode(&mut Encoder::new(), &grpc_request(SOCKET_AUTHORITY));
+        let headers = |flags, stream, payload: &[u8]| frame(FRAME_HEADERS, flags, stream, payload);
+
+        let mut http1 = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        http1.resize(100, b' ');
+        assert_eq!(expect_error(http1).await, AuthorityError::NotHttp2);
+
+        let bad_index = [0xff, 0xff, 0x7f];
+        let input = connection(&[headers(FLAG_END_HEADERS, 1, &bad_index)]);
+        assert!(matches!(
+            expect_error(input).await,
+            AuthorityError::Hpack { stream: 1, .. }
+        ));
+
+        let too_much_padding = [[200].as_slice(), &block].concat();
+        let input = connection(&[headers(
+            FLAG_END_HEADERS | FLAG_PADDED,
+            1,
+            &too_much_padding,
+        )]);
+        assert_eq!(
+            expect_error(input).await,
+            AuthorityError::MalformedHeaders { stream: 1 }
+        );
+
+        let input = connection(&[headers(FLAG_END_HEADERS | FLAG_PRIORITY, 1, &[0, 0])]);
+        assert_eq!(
+            expect_error(input).await,
+            AuthorityError::MalformedHeaders { stream: 1 }
+        );
+
+        let input = connection(&[headers(FLAG_END_HEADERS, 0, &block)]);
+        assert_eq!(
+            expect_error(input).await,
+            AuthorityError::MalformedHeaders { stream: 0 }
+        );
+
+        let input = connection(&[frame(FRAME_CONTINUATION, FLAG_END_HEADERS, 1, &block)]);
+        assert_eq!(
+            expect_error(input).await,
+            AuthorityError::ContinuationOutOfSequence { stream: 1 }
+        );
+
+        let (a, b) = block.split_at(4);
+        for interloper in [
+            frame(0x8, 0, 0, &[0, 1, 0, 0]),
+            frame(FRAME_CONTINUATION, FLAG_END_HEADERS, 3, b),
+            headers(FLAG_END_HEADERS, 3, &block),
+        ] {
+            let stream = u32::from_be_bytes(interloper[5..9].try_into().unwrap());
+            let input = connection(&[headers(0, 1, a), interloper]);
+            assert_eq!(
+                expect_error(input).await,
+                AuthorityError::ContinuationOutOfSequence { stream }
+            );
+        }
+
+        // Over the limit in one frame, refused before it is buffered...
+        let input = connection(&[headers(
+            FLAG_END_HEADERS,
+            1,
+            &vec![0x82; MAX_HEADER_BLOCK + 300],
+        )]);
+        assert_eq!(
+            expect_error(input).await,
+            AuthorityError::HeaderBlockTooLarge { stream: 1 }
+        );
+        // ...and over it in CONTINUATION frames.
+        let mut frames = vec![headers(0, 1, &[0x82; 16_384])];
+        frames.extend((0..4).map(|_| frame(FRAME_CONTINUATION, 0, 1, &[0x82; 16_384])));
+        assert_eq!(
+            expect_error(connection(&frames)).await,
+            AuthorityError::HeaderBlockTooLarge { stream: 1 }
+        );
+        // A small block that expands past the limit through one dynamic-table entry.
+        let mut bomb = vec![0x40, 1, b'x'];
+        encode_string(&mut bomb, &[b'v'; 4_000]);
+        bomb.extend_from_slice(&[0xbe; 40]);
+        let input = connection(&[headers(FLAG_END_HEADERS, 1, &bomb)]);
+        assert_eq!(
+            expect_error(input).await,
+            AuthorityError::HeaderBlockTooLarge { stream: 1 }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_truncated_frame_is_an_error_and_a_clean_end_is_not() {
+        let block = encode(&mut Encoder::new(), &grpc_request(SOCKET_AUTHORITY));
+        let whole = connection(&[frame(FRAME_HEADERS, FLAG_END_HEADERS, 1, &block)]);
+        for cut in [10, PREFACE.len() + 5, whole.len() - 1] {
+            let error = rewrite(whole[..cut].to_vec(), 4096, 4096)
+                .await
+                .unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        }
+        let data = connection(&[frame(0x0, 0, 1, &[1; 100])]);
+        let error = rewrite(data[..data.len() - 1].to_vec(), 4096, 4096)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(rewrite(data.clone(), 4096, 4096).await.unwrap(), data);
+        assert!(rewrite(Vec::new(), 4096, 4096).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn random_header_blocks_never_panic() {
+        // A fixed xorshift sequence: random bytes, and mutations of a real block.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let real = encode(&mut Encoder::new(), &grpc_request(SOCKET_AUTHORITY));
+        for round in 0..2_000 {
+            let mut block = if round % 2 == 0 {
+                (0..next() % 64).map(|_| next() as u8).collect::<Vec<_>>()
+            } else {
+                real.clone()
+            };
+            for _ in 0..=next() % 4 {
+                if !block.is_empty() {
+                    let i = (next() as usize) % block.len();
+                    block[i] = next() as u8;
+                }
+            }
+            let flags =
+                (next() as u8) & (FLAG_PADDED | FLAG_PRIORITY | FLAG_END_STREAM) | FLAG_END_HEADERS;
+            let input = connection(&[frame(FRAME_HEADERS, flags, 1, &block)]);
+            let _ = rewrite(input, 4096, 4096).await;
+        }
+    }
+
+    #[test]
+    fn static_table_matches_the_decoders() {
+        let mut block = Vec::new();
+        for (name, value) in STATIC_TABLE {
+            encode_field(&mut block, name, value);
+            encode_field(&mut block, name, b"other");
+        }
+        let decoded = Decoder::new().decode(&block).unwrap();
+        let expected: Vec<(Vec<u8>, Vec<u8>)> = STATIC_TABLE
+            .iter()
+            .flat_map(|(n, v)| [(n.to_vec(), v.to_vec()), (n.to_vec(), b"other".to_vec())])
+            .collect();
+        assert_eq!(decoded, expected);
+        // Fully indexed entries are one byte each.
+        let mut one = Vec::new();
+        encode_field(&mut one, b":method", b"POST");
+        assert_eq!(one, [0x83]);
+    }
+}

@@ -1,1 +1,4 @@
 //! The agent's integration tests: one binary, one module per subject.
+
+mod authority;
+mod python;

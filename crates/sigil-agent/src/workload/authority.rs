@@ -14,15 +14,14 @@
 //! matters. A field the client sent as "never indexed" arrives as "without indexing": the only
 //! reader is h2's decoder, which indexes nothing either way.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use loona_hpack::Decoder;
-use loona_hpack::decoder::DecoderError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+mod hpack;
 
 /// The largest header block accepted from a client, and the largest re-encoded one sent on,
 /// in bytes (RFC 9113 §4.3 lets a receiver bound what it buffers).
@@ -30,7 +29,7 @@ pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
 
 /// What the shim refuses. It reaches the HTTP/2 server as the source of an
 /// [`io::ErrorKind::InvalidData`] error, which makes the server drop the connection.
-#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthorityError {
     /// The connection did not open with the HTTP/2 client preface (RFC 9113 §3.4).
@@ -62,7 +61,7 @@ pub enum AuthorityError {
         /// The stream the block belongs to.
         stream: u32,
         /// What the HPACK decoder found.
-        reason: DecoderError,
+        reason: HpackError,
     },
     /// The connection ended in the middle of a frame.
     #[error("the client closed the connection in the middle of a frame")]
@@ -70,6 +69,38 @@ pub enum AuthorityError {
     /// An earlier read failed; the connection is unusable.
     #[error("the connection already failed")]
     Failed,
+}
+
+/// Why a client's header block is not valid HPACK (RFC 7541).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HpackError {
+    /// The block ends inside a field.
+    #[error("the block ends inside a field")]
+    Truncated,
+    /// An integer over 2^24, more than any header block needs.
+    #[error("an integer is over 2^24")]
+    IntegerTooLarge,
+    /// An index that is neither in the static table nor in the dynamic table.
+    #[error("index {index} is in neither the static nor the dynamic table")]
+    BadIndex {
+        /// The index the block refers to.
+        index: usize,
+    },
+    /// A Huffman-coded string with the EOS symbol in it or invalid padding (RFC 7541 §5.2).
+    #[error("invalid Huffman-coded string")]
+    Huffman,
+    /// A dynamic table size update after the first field of a block (RFC 7541 §4.2).
+    #[error("dynamic table size update after a field")]
+    MisplacedSizeUpdate,
+    /// A dynamic table size update over what the server advertised (RFC 7541 §6.3).
+    #[error("dynamic table size update to {size} over the limit of {limit}")]
+    TableSizeOverLimit {
+        /// The size asked for.
+        size: usize,
+        /// SETTINGS_HEADER_TABLE_SIZE as the server advertised it.
+        limit: usize,
+    },
 }
 
 impl From<AuthorityError> for io::Error {
@@ -224,7 +255,7 @@ struct Rewriter {
     /// The HEADERS frame whose block is being reassembled, once its first fragment is in.
     open: Option<OpenBlock>,
     /// Mirrors the client's HPACK encoder for the whole connection.
-    decoder: Decoder<'static>,
+    decoder: hpack::Decoder,
     /// Scratch space for one re-encoded block.
     encoded: Vec<u8>,
 }
@@ -274,7 +305,7 @@ impl Rewriter {
             out_pos: 0,
             block: Vec::new(),
             open: None,
-            decoder: Decoder::new(),
+            decoder: hpack::Decoder::new(DEFAULT_HEADER_TABLE_SIZE),
             encoded: Vec::new(),
         }
     }
@@ -530,23 +561,18 @@ impl Rewriter {
         open: OpenBlock,
         header_table_size: usize,
     ) -> Result<(), AuthorityError> {
-        // The client may resize its table up to what the server advertised, never beyond.
-        self.decoder.set_max_allowed_table_size(header_table_size);
         let encoded = &mut self.encoded;
         encoded.clear();
         let mut too_large = false;
+        // The client may resize its table up to what the server advertised, never beyond.
         self.decoder
-            .decode_with_cb(&self.block, |name: Cow<'_, [u8]>, value: Cow<'_, [u8]>| {
+            .decode(&self.block, header_table_size, |name, value| {
                 // A small block can expand a lot through table references: stop growing.
                 if too_large {
                     return;
                 }
-                let value: &[u8] = if *name == *AUTHORITY {
-                    LOCALHOST
-                } else {
-                    &value
-                };
-                encode_field(encoded, &name, value);
+                let value = if name == AUTHORITY { LOCALHOST } else { value };
+                encode_field(encoded, name, value);
                 too_large = encoded.len() > MAX_HEADER_BLOCK;
             })
             .map_err(|reason| AuthorityError::Hpack {
@@ -805,7 +831,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use loona_hpack::Encoder;
+    use loona_hpack::{Decoder, Encoder};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const SOCKET_AUTHORITY: &str = "%2Ftmp%2Fsigil%2Fapi.sock";
@@ -1260,7 +1286,10 @@ mod tests {
             expect_error(input.clone()).await,
             AuthorityError::Hpack {
                 stream: 1,
-                reason: DecoderError::InvalidMaxDynamicSize
+                reason: HpackError::TableSizeOverLimit {
+                    size: 8192,
+                    limit: 4096
+                }
             }
         ));
 

@@ -10,9 +10,9 @@
 //! Every other frame, and the whole server-to-client direction, passes through unchanged.
 //!
 //! The re-encoded blocks never insert into the HPACK dynamic table (static-table references and
-//! literals without indexing only), so h2's decoder table stays empty and its size never
-//! matters. A field the client sent as "never indexed" arrives as "without indexing": the only
-//! reader is h2's decoder, which indexes nothing either way.
+//! literals without indexing, or never indexed where the client said so), so h2's decoder table
+//! stays empty and its size never matters. The decoder is our own (`hpack`), written from
+//! RFC 7541 and checked against `loona-hpack` in the tests.
 
 use std::fmt;
 use std::io::{self, IoSlice};
@@ -566,13 +566,13 @@ impl Rewriter {
         let mut too_large = false;
         // The client may resize its table up to what the server advertised, never beyond.
         self.decoder
-            .decode(&self.block, header_table_size, |name, value| {
+            .decode(&self.block, header_table_size, |name, value, sensitive| {
                 // A small block can expand a lot through table references: stop growing.
                 if too_large {
                     return;
                 }
                 let value = if name == AUTHORITY { LOCALHOST } else { value };
-                encode_field(encoded, name, value);
+                encode_field(encoded, name, value, sensitive);
                 too_large = encoded.len() > MAX_HEADER_BLOCK;
             })
             .map_err(|reason| AuthorityError::Hpack {
@@ -632,12 +632,14 @@ fn push_frame_header(out: &mut Vec<u8>, len: usize, kind: u8, flags: u8, stream:
 }
 
 /// Appends one field without touching the dynamic table: an indexed static entry, or a literal
-/// without indexing whose name is a static reference when it can be (RFC 7541 §6.1, §6.2.2).
-fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// without indexing (never indexed when `sensitive`) whose name is a static reference when it
+/// can be (RFC 7541 §6.1, §6.2.2, §6.2.3).
+fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8], sensitive: bool) {
+    let literal = if sensitive { 0x10 } else { 0x00 };
     let mut name_index = None;
     for (i, (static_name, static_value)) in STATIC_TABLE.iter().enumerate() {
         if *static_name == name {
-            if *static_value == value {
+            if *static_value == value && !sensitive {
                 encode_integer(out, i + 1, 7, 0x80);
                 return;
             }
@@ -645,9 +647,9 @@ fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
         }
     }
     match name_index {
-        Some(index) => encode_integer(out, index, 4, 0x00),
+        Some(index) => encode_integer(out, index, 4, literal),
         None => {
-            out.push(0x00);
+            out.push(literal);
             encode_string(out, name);
         }
     }
@@ -1450,8 +1452,8 @@ mod tests {
     fn static_table_matches_the_decoders() {
         let mut block = Vec::new();
         for (name, value) in STATIC_TABLE {
-            encode_field(&mut block, name, value);
-            encode_field(&mut block, name, b"other");
+            encode_field(&mut block, name, value, false);
+            encode_field(&mut block, name, b"other", false);
         }
         let decoded = Decoder::new().decode(&block).unwrap();
         let expected: Vec<(Vec<u8>, Vec<u8>)> = STATIC_TABLE
@@ -1461,7 +1463,20 @@ mod tests {
         assert_eq!(decoded, expected);
         // Fully indexed entries are one byte each.
         let mut one = Vec::new();
-        encode_field(&mut one, b":method", b"POST");
+        encode_field(&mut one, b":method", b"POST", false);
         assert_eq!(one, [0x83]);
+    }
+
+    #[tokio::test]
+    async fn never_indexed_fields_stay_never_indexed() {
+        // `authorization: secret` never indexed (name index 23), then `x-token: t` likewise.
+        let mut block = vec![0x82, 0x1f, 23 - 15, 6];
+        block.extend_from_slice(b"secret");
+        block.extend_from_slice(&[0x10, 7]);
+        block.extend_from_slice(b"x-token\x01t");
+        let input = connection(&[frame(FRAME_HEADERS, FLAG_END_HEADERS, 1, &block)]);
+        let out = rewrite(input, 4096, 4096).await.unwrap();
+        let frames = parse_frames(&out);
+        assert_eq!(frames[0].payload, block);
     }
 }

@@ -66,14 +66,15 @@ impl Decoder {
         }
     }
 
-    /// Decodes one complete header block, handing each field to `emit` in order. `limit` is
+    /// Decodes one complete header block, handing each field to `emit` in order, with whether
+    /// the client sent it as never indexed (§6.2.3). `limit` is
     /// the largest table size the client may switch to (the server's advertised
     /// SETTINGS_HEADER_TABLE_SIZE).
     pub(super) fn decode(
         &mut self,
         mut block: &[u8],
         limit: usize,
-        mut emit: impl FnMut(&[u8], &[u8]),
+        mut emit: impl FnMut(&[u8], &[u8], bool),
     ) -> Result<(), HpackError> {
         let mut at_start = true;
         while let Some(&first) = block.first() {
@@ -81,7 +82,7 @@ impl Decoder {
                 // Indexed field (§6.1).
                 let index = take_integer(&mut block, 7)?;
                 let (name, value) = self.entry(index)?;
-                emit(name, value);
+                emit(name, value, false);
             } else if first & 0xe0 == 0x20 {
                 // Dynamic table size update (§6.3), only at the start of a block (§4.2).
                 if !at_start {
@@ -114,7 +115,7 @@ impl Decoder {
                     Some(raw) => raw.decode_into(&mut self.name_buf)?,
                     None => entry(&self.table, index)?.0,
                 };
-                emit(name, value);
+                emit(name, value, first & 0xf0 == 0x10);
                 let new = index_it.then(|| Entry::new(name, value));
                 if let Some(new) = new {
                     self.insert(new);
@@ -428,7 +429,9 @@ mod tests {
 
     fn decode_all(decoder: &mut Decoder, block: &[u8], limit: usize) -> Result<Fields, HpackError> {
         let mut fields = Vec::new();
-        decoder.decode(block, limit, |n, v| fields.push((n.to_vec(), v.to_vec())))?;
+        decoder.decode(block, limit, |n, v, _| {
+            fields.push((n.to_vec(), v.to_vec()))
+        })?;
         Ok(fields)
     }
 

@@ -497,7 +497,12 @@ impl Rewriter {
                 self.header_fragment(header, payload_at, header_table_size)?;
                 Ok(Step::Progress)
             }
-            ReadState::Forward(_) | ReadState::Failed => Ok(Step::Progress),
+            ReadState::Forward(0) => {
+                self.state = ReadState::FrameHeader;
+                Ok(Step::Progress)
+            }
+            // `poll_read` handles these before parsing; never spin on them.
+            ReadState::Forward(_) | ReadState::Failed => Err(AuthorityError::Failed),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The workload side of the agent: the Unix socket, who is calling, and the Workload API.
 
 pub mod api;
+pub mod authority;
 pub mod caller;
 pub mod peer;
 

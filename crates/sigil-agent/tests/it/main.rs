@@ -3,4 +3,7 @@
 // Test helpers outside `#[test]` functions unwrap too; a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
+mod authority;
+mod health_socket;
+mod python;
 mod unix_attestor;

@@ -12,7 +12,6 @@ use sigil_spiffe::tls::TlsMaterial;
 use sigil_spiffe::{Bundle, BundleSet, X509Svid};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::backoff::{Backoff, unit_random};
 use crate::bootstrap::{self, BootstrapError};
@@ -23,7 +22,8 @@ use crate::server::{self, AttestError};
 use crate::svids::{SvidCache, WorkloadView};
 use crate::sync::{self, Authorized};
 use crate::workload::api::{CallerAttestor, WorkloadApi};
-use crate::workload::caller::PeerCredAttestor;
+use crate::workload::caller::Attestors;
+use crate::workload::listener;
 
 /// Why the agent could not start or had to stop.
 #[non_exhaustive]
@@ -56,7 +56,8 @@ pub enum RunError {
 
 /// Runs the agent until `shutdown` turns true.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
-    run_with(config, shutdown, Arc::new(PeerCredAttestor)).await
+    let attestors = Arc::new(Attestors::from_config(&config.workload_attestors));
+    run_with(config, shutdown, attestors).await
 }
 
 /// [`run`] with another caller attestor.
@@ -133,7 +134,7 @@ pub async fn run_with(
     let served = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(SpiffeWorkloadApiServer::new(api))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(listener::incoming(listener), async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
         .await;

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod authority;
 pub mod caller;
+pub mod listener;
 pub mod peer;
 
 pub use peer::PeerCredentials;

@@ -123,7 +123,7 @@ pub(crate) fn server_and_agent_config(dir: &Path) -> (Server, String) {
     (server, agent_id)
 }
 
-fn create_entry(server: &Server, spiffe_id: &str, parent: &str, selector: &str) {
+pub(crate) fn create_entry(server: &Server, spiffe_id: &str, parent: &str, selector: &str) {
     let out = server.entry(&[
         "create",
         "--spiffe-id",

@@ -14,6 +14,7 @@ mod server_run;
 mod server_validate;
 mod usage;
 mod workload_cli;
+mod workloads;
 
 use std::process::{Command, Output};
 

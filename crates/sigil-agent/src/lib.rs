@@ -10,6 +10,7 @@ pub mod attestor;
 mod backoff;
 pub mod bootstrap;
 pub mod config;
+pub mod demand;
 pub mod identity;
 pub mod jwt;
 pub mod run;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::backoff::{Backoff, unit_random};
 use crate::bootstrap::{self, BootstrapError};
 use crate::config::{Bootstrap, Config};
+use crate::demand::Demand;
 use crate::identity::{self, IdentityError};
 use crate::jwt::JwtCache;
 use crate::server::{self, AttestError};
@@ -89,6 +90,7 @@ pub async fn run_with(
         .insert(config.trust_domain.to_string(), bundle.clone());
     let (authorized_tx, authorized_rx) = watch::channel(Arc::new(initial));
     let (view_tx, view_rx) = watch::channel(Arc::new(WorkloadView::default()));
+    let demand = Arc::new(Demand::default());
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(sync::run(
@@ -103,6 +105,7 @@ pub async fn run_with(
             config.trust_domain.clone(),
             config.svid.key_type,
             config.svid.x509_cache_size,
+            demand.clone(),
             view_tx,
         )
         .run(authorized_rx.clone(), shutdown.clone()),
@@ -123,7 +126,7 @@ pub async fn run_with(
     ));
 
     let jwt = Arc::new(JwtCache::new(channel, config.svid.jwt_cache_size));
-    let api = WorkloadApi::new(&config.trust_domain, view_rx, jwt, attestor);
+    let api = WorkloadApi::new(&config.trust_domain, view_rx, demand, jwt, attestor);
     let listener = bind_socket(&config.socket_path)?;
     tracing::info!(socket = %config.socket_path.display(), "serving the Workload API");
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

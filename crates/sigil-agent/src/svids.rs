@@ -5,10 +5,10 @@
 //! An SVID is (re-)signed when its entry first arrives, when the entry changes (new
 //! revision), when its chain no longer verifies against the trust domain's bundle (the
 //! signing authority changed), and when between 45% and 50% of its lifetime is gone (the
-//! jitter spreads the load of many SVIDs signed together). The cache holds at most
-//! `cache_size` SVIDs; entries beyond that are not signed (oldest entries first).
+//! jitter spreads the load of many SVIDs signed together). The cache holds about
+//! `cache_size` SVIDs: those workloads want first ([`Demand`]), then the oldest entries.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::backoff::{Backoff, unit_random};
+use crate::demand::{Demand, Wanted};
 use crate::identity::now;
 use crate::sync::Authorized;
 
@@ -70,6 +71,8 @@ pub struct SvidCache {
     key_type: KeyType,
     cache_size: usize,
     cached: HashMap<String, Cached>,
+    /// What workloads asked for.
+    demand: Arc<Demand>,
     /// The own bundle the cached SVIDs were last checked against.
     checked_against: Option<Bundle>,
     view: watch::Sender<Arc<WorkloadView>>,
@@ -82,6 +85,7 @@ impl SvidCache {
         trust_domain: TrustDomain,
         key_type: KeyType,
         cache_size: usize,
+        demand: Arc<Demand>,
         view: watch::Sender<Arc<WorkloadView>>,
     ) -> Self {
         Self {
@@ -91,6 +95,7 @@ impl SvidCache {
             cache_size,
             cached: HashMap::new(),
             checked_against: None,
+            demand,
             view,
         }
     }
@@ -140,6 +145,7 @@ impl SvidCache {
             };
             tokio::select! {
                 changed = authorized.changed() => if changed.is_err() { return },
+                () = self.demand.grown() => {}
                 () = sleep => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
@@ -148,7 +154,8 @@ impl SvidCache {
 
     /// Drops what no longer applies; returns the entries to sign now, oldest first.
     fn refresh(&mut self, authorized: &Authorized) -> Vec<RegistrationEntry> {
-        let wanted = wanted(authorized, self.cache_size);
+        let demand = self.demand.wanted();
+        let wanted = wanted(authorized, self.cache_size, &demand);
         let keep: HashMap<&str, u64> = wanted
             .iter()
             .map(|entry| (entry.id.as_str(), entry.revision))
@@ -299,11 +306,42 @@ impl SvidCache {
     }
 }
 
-/// The entries the cache signs: oldest first, at most `cache_size`.
-fn wanted(authorized: &Authorized, cache_size: usize) -> Vec<&RegistrationEntry> {
-    let mut entries = ordered(authorized);
-    entries.truncate(cache_size);
-    entries
+/// The entries the cache signs, oldest first: every entry an open stream sees (even beyond
+/// `cache_size`: a soft limit, as SPIRE's), then recently requested ones, then the oldest
+/// others, up to `cache_size`.
+fn wanted<'a>(
+    authorized: &'a Authorized,
+    cache_size: usize,
+    demand: &Wanted,
+) -> Vec<&'a RegistrationEntry> {
+    let ordered = ordered(authorized);
+    if ordered.len() <= cache_size {
+        return ordered;
+    }
+    let mut chosen: HashSet<&str> = ordered
+        .iter()
+        .map(|entry| entry.id.as_str())
+        .filter(|id| demand.subscribed.contains(*id))
+        .collect();
+    let known: HashSet<&str> = ordered.iter().map(|entry| entry.id.as_str()).collect();
+    for id in &demand.recent {
+        if chosen.len() >= cache_size {
+            break;
+        }
+        if known.contains(id.as_str()) {
+            chosen.insert(id.as_str());
+        }
+    }
+    for entry in &ordered {
+        if chosen.len() >= cache_size {
+            break;
+        }
+        chosen.insert(entry.id.as_str());
+    }
+    ordered
+        .into_iter()
+        .filter(|entry| chosen.contains(entry.id.as_str()))
+        .collect()
 }
 
 /// The entries that have not expired, oldest first.
@@ -333,4 +371,66 @@ fn not_before(svid: &X509Svid) -> Option<SystemTime> {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(svid.leaf()).ok()?;
     let seconds = u64::try_from(cert.validity().not_before.timestamp()).ok()?;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use sigil_core::{EntryId, SelectorSet};
+
+    use super::*;
+
+    fn authorized(count: i64) -> Authorized {
+        let mut authorized = Authorized::default();
+        for n in 0..count {
+            let id: EntryId = format!("entry-{n}").parse().unwrap();
+            let entry = RegistrationEntry {
+                id: id.clone(),
+                spiffe_id: format!("spiffe://example.org/w{n}").parse().unwrap(),
+                parent_id: "spiffe://example.org/sigil/agent/x".parse().unwrap(),
+                selectors: SelectorSet::new(),
+                x509_svid_ttl: None,
+                jwt_svid_ttl: None,
+                dns_names: Vec::new(),
+                federates_with: Vec::new(),
+                admin: false,
+                downstream: false,
+                hint: String::new(),
+                expires_at: (n == 0).then_some(1),
+                revision: 1,
+                created_at: 1000 - n,
+            };
+            authorized.entries.insert(id.as_str().to_owned(), entry);
+        }
+        authorized
+    }
+
+    fn ids(entries: &[&RegistrationEntry]) -> Vec<String> {
+        entries.iter().map(|e| e.id.as_str().to_owned()).collect()
+    }
+
+    #[test]
+    fn the_cache_keeps_the_oldest_entries_and_skips_expired_ones() {
+        let authorized = authorized(5);
+        // entry-0 expired; the oldest (smallest created_at) are entry-4, entry-3.
+        let chosen = wanted(&authorized, 2, &Wanted::default());
+        assert_eq!(ids(&chosen), ["entry-4", "entry-3"]);
+        assert_eq!(wanted(&authorized, 10, &Wanted::default()).len(), 4);
+    }
+
+    #[test]
+    fn entries_workloads_want_are_signed_beyond_the_cache_size() {
+        let authorized = authorized(6);
+        let demand = Wanted {
+            subscribed: ["entry-1".to_owned(), "entry-2".to_owned()].into(),
+            recent: vec!["entry-3".to_owned(), "entry-0".to_owned()],
+        };
+        // Subscribed entries always (a soft limit), then recent ones while room is left;
+        // entry-0 has expired and is never signed.
+        let chosen = wanted(&authorized, 2, &demand);
+        assert_eq!(ids(&chosen), ["entry-2", "entry-1"]);
+        let chosen = wanted(&authorized, 4, &demand);
+        assert_eq!(ids(&chosen), ["entry-5", "entry-3", "entry-2", "entry-1"]);
+    }
 }

@@ -19,6 +19,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::demand::Demand;
 use crate::jwt::JwtCache;
 use crate::svids::WorkloadView;
 
@@ -43,6 +44,7 @@ pub struct WorkloadApi {
 struct Inner {
     trust_domain: String,
     view: watch::Receiver<Arc<WorkloadView>>,
+    demand: Arc<Demand>,
     jwt: Arc<JwtCache>,
     attestor: Arc<dyn CallerAttestor>,
 }
@@ -52,6 +54,7 @@ impl WorkloadApi {
     pub fn new(
         trust_domain: &sigil_spiffe::TrustDomain,
         view: watch::Receiver<Arc<WorkloadView>>,
+        demand: Arc<Demand>,
         jwt: Arc<JwtCache>,
         attestor: Arc<dyn CallerAttestor>,
     ) -> Self {
@@ -59,6 +62,7 @@ impl WorkloadApi {
             inner: Arc::new(Inner {
                 trust_domain: trust_domain.to_string(),
                 view,
+                demand,
                 jwt,
                 attestor,
             }),
@@ -79,6 +83,11 @@ impl WorkloadApi {
     /// waiting for its SVID (bounded by [`FIRST_ANSWER_WAIT`]).
     async fn first_view(&self, selectors: &SelectorSet) -> Arc<WorkloadView> {
         let mut view = self.inner.view.clone();
+        // The caller's entries are wanted now: beyond the cache size they are signed for it.
+        let current = view.borrow_and_update().clone();
+        self.inner
+            .demand
+            .touch(current.matching(selectors).map(|entry| entry.id.as_str()));
         let settled = |v: &Arc<WorkloadView>| {
             v.synced
                 && v.matching(selectors)
@@ -101,10 +110,18 @@ impl WorkloadApi {
     {
         let (sender, receiver) = mpsc::channel(1);
         let mut view = self.inner.view.clone();
+        let mut subscription = self.inner.demand.subscribe(Vec::new());
         tokio::spawn(async move {
             let mut current = first;
             let mut last: Option<M> = None;
             loop {
+                // While this stream is open, the SVIDs it shows stay signed and rotated.
+                subscription.set(
+                    current
+                        .matching(&selectors)
+                        .map(|entry| entry.id.as_str().to_owned())
+                        .collect(),
+                );
                 match make(&current, &selectors) {
                     Ok(message) => {
                         if last.as_ref() != Some(&message) {

@@ -134,6 +134,17 @@ fn workloads_under_other_uids_get_exactly_what_their_selectors_allow() {
         &agent_id,
         "unix:uid:0",
     );
+    // A cache of one SVID for three entries: each workload still gets its own, signed when
+    // it asks (the cache size is a soft limit, as SPIRE's).
+    let config = fs::read_to_string(dir.path().join("agent.toml")).unwrap();
+    fs::write(
+        dir.path().join("agent.toml"),
+        config.replace(
+            "[node_attestor]",
+            "[svid]\nx509_cache_size = 1\n[node_attestor]",
+        ),
+    )
+    .unwrap();
     let agent = Agent::start(dir.path());
     // The agent's data directory is private; its socket must be reachable by anyone.
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();

@@ -3,14 +3,15 @@
 //! expired tokens go first, then the ones closest to their refresh time.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use sigil_core::RegistrationEntry;
 use sigil_proto::server::v1 as pb;
 use sigil_proto::server::v1::svid_client::SvidClient;
 use sigil_spiffe::jwt::danger::parse_insecure;
-use tonic::transport::Channel;
+
+use crate::server::ServerChannel;
 
 type Key = (String, BTreeSet<String>);
 
@@ -21,16 +22,16 @@ struct Cached {
 
 /// The JWT-SVID cache of one agent.
 pub struct JwtCache {
-    channel: Channel,
+    server: Arc<ServerChannel>,
     capacity: usize,
     tokens: Mutex<HashMap<Key, Cached>>,
 }
 
 impl JwtCache {
     /// A cache of at most `capacity` tokens, minting through `channel`.
-    pub fn new(channel: Channel, capacity: usize) -> Self {
+    pub fn new(server: Arc<ServerChannel>, capacity: usize) -> Self {
         Self {
-            channel,
+            server,
             capacity,
             tokens: Mutex::new(HashMap::new()),
         }
@@ -52,7 +53,7 @@ impl JwtCache {
         {
             return Ok(cached.token.clone());
         }
-        let answer = SvidClient::new(self.channel.clone())
+        let answer = SvidClient::new(self.server.get())
             .new_jwtsvid(pb::NewJwtsvidRequest {
                 entry_id: entry.id.as_str().to_owned(),
                 audience: audience.to_vec(),

@@ -19,7 +19,7 @@ use crate::config::{Bootstrap, Config};
 use crate::demand::Demand;
 use crate::identity::{self, IdentityError};
 use crate::jwt::JwtCache;
-use crate::server::{self, AttestError};
+use crate::server::{self, AttestError, ServerChannel};
 use crate::svids::{SvidCache, WorkloadView};
 use crate::sync::{self, Authorized};
 use crate::workload::api::{CallerAttestor, WorkloadApi};
@@ -78,11 +78,11 @@ pub async fn run_with(
         &svid,
         [bundle.clone()].into_iter().collect(),
     )?);
-    let channel = server::connect(
+    let server = Arc::new(ServerChannel::new(
         &config.server_address,
         material.clone(),
         config.server_spiffe_id(),
-    )?;
+    )?);
 
     let mut initial = Authorized::default();
     initial
@@ -94,14 +94,14 @@ pub async fn run_with(
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(sync::run(
-        channel.clone(),
+        server.clone(),
         config.trust_domain.clone(),
         authorized_tx,
         shutdown.clone(),
     ));
     tasks.spawn(
         SvidCache::new(
-            channel.clone(),
+            server.clone(),
             config.trust_domain.clone(),
             config.svid.key_type,
             config.svid.x509_cache_size,
@@ -119,13 +119,12 @@ pub async fn run_with(
     ));
     tasks.spawn(renew_own_svid(
         config.clone(),
-        channel.clone(),
-        material,
+        server.clone(),
         svid,
         shutdown.clone(),
     ));
 
-    let jwt = Arc::new(JwtCache::new(channel, config.svid.jwt_cache_size));
+    let jwt = Arc::new(JwtCache::new(server, config.svid.jwt_cache_size));
     let api = WorkloadApi::new(&config.trust_domain, view_rx, demand, jwt, attestor);
     let listener = bind_socket(&config.socket_path)?;
     tracing::info!(socket = %config.socket_path.display(), "serving the Workload API");
@@ -281,8 +280,7 @@ async fn keep_own_bundle(
 /// and retries with backoff until it expires.
 async fn renew_own_svid(
     config: Config,
-    channel: tonic::transport::Channel,
-    material: Arc<TlsMaterial>,
+    server: Arc<ServerChannel>,
     mut svid: X509Svid,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -294,6 +292,7 @@ async fn renew_own_svid(
             () = tokio::time::sleep(wait) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
+        let material = server.material();
         let bundle = material
             .bundles()
             .get(config.trust_domain.as_str())
@@ -302,12 +301,19 @@ async fn renew_own_svid(
             due = SystemTime::now() + backoff.next_delay();
             continue;
         };
-        match server::renew(channel.clone(), &bundle, config.svid.key_type).await {
+        match server::renew(server.get(), &bundle, config.svid.key_type).await {
             Ok(renewed) => {
                 if let Err(error) = material.set_svid(&renewed) {
                     tracing::warn!("cannot use the renewed agent SVID: {error}");
-                } else if let Err(error) = identity::store_svid(&config.data_dir, &renewed) {
-                    tracing::warn!("cannot store the renewed agent SVID: {error}");
+                } else {
+                    // New connections present the new SVID; the old connection's calls
+                    // would go on presenting the old one (see ServerChannel).
+                    if let Err(error) = server.reconnect() {
+                        tracing::warn!("cannot reconnect with the renewed agent SVID: {error}");
+                    }
+                    if let Err(error) = identity::store_svid(&config.data_dir, &renewed) {
+                        tracing::warn!("cannot store the renewed agent SVID: {error}");
+                    }
                 }
                 tracing::info!(spiffe_id = %renewed.spiffe_id(), "agent SVID renewed");
                 svid = renewed;

@@ -20,11 +20,11 @@ use sigil_spiffe::{
     Bundle, BundleSet, KeyType, PrivateKey, SvidUsage, TrustDomain, X509Svid, verify_chain,
 };
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 use crate::backoff::{Backoff, unit_random};
 use crate::demand::{Demand, Wanted};
 use crate::identity::now;
+use crate::server::ServerChannel;
 use crate::sync::Authorized;
 
 /// The most CSRs in one `BatchNewX509SVID` call (the server accepts 1,000).
@@ -66,7 +66,7 @@ struct Cached {
 
 /// Keeps the SVIDs of the authorized entries signed and publishes the view.
 pub struct SvidCache {
-    channel: Channel,
+    server: Arc<ServerChannel>,
     trust_domain: TrustDomain,
     key_type: KeyType,
     cache_size: usize,
@@ -81,7 +81,7 @@ pub struct SvidCache {
 impl SvidCache {
     /// A cache signing through `channel`, publishing on `view`.
     pub fn new(
-        channel: Channel,
+        server: Arc<ServerChannel>,
         trust_domain: TrustDomain,
         key_type: KeyType,
         cache_size: usize,
@@ -89,7 +89,7 @@ impl SvidCache {
         view: watch::Sender<Arc<WorkloadView>>,
     ) -> Self {
         Self {
-            channel,
+            server,
             trust_domain,
             key_type,
             cache_size,
@@ -218,7 +218,7 @@ impl SvidCache {
                     })
                     .collect(),
             };
-            let answer = SvidClient::new(self.channel.clone())
+            let answer = SvidClient::new(self.server.get())
                 .batch_new_x509svid(request)
                 .await?
                 .into_inner();

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::backoff::Backoff;
+use crate::server::ServerChannel;
 
 /// What the server authorizes this agent for, as last synced.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -34,7 +35,7 @@ pub struct Authorized {
 
 /// Runs the sync stream until `shutdown` fires; every applied change is published on `state`.
 pub async fn run(
-    channel: Channel,
+    server: Arc<ServerChannel>,
     trust_domain: TrustDomain,
     state: watch::Sender<Arc<Authorized>>,
     mut shutdown: watch::Receiver<bool>,
@@ -42,7 +43,7 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
         let outcome = tokio::select! {
-            outcome = follow(channel.clone(), &trust_domain, &state, &mut backoff) => outcome,
+            outcome = follow(server.get(), &trust_domain, &state, &mut backoff) => outcome,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         let delay = backoff.next_delay();

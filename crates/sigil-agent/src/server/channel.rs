@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -24,6 +26,57 @@ pub fn connect(
 ) -> Result<Channel, TlsError> {
     let config = client_config(material, Authorizer::exact(server_id))?;
     Ok(channel(address, config))
+}
+
+/// The agent's way to the server: a channel that is replaced by a fresh one after each
+/// renewal of the agent's SVID.
+///
+/// A TLS client certificate belongs to the connection, not to the call: calls on a connection
+/// opened before a renewal would still present the old SVID, which the server stops accepting
+/// once the new one is in use. So every caller takes [`ServerChannel::get`] per operation, and
+/// the renewal calls [`ServerChannel::reconnect`]. Streams already open keep their connection
+/// until they end, then reconnect on the new channel.
+#[derive(Debug)]
+pub struct ServerChannel {
+    address: String,
+    material: Arc<TlsMaterial>,
+    server_id: SpiffeId,
+    current: ArcSwap<Channel>,
+}
+
+impl ServerChannel {
+    /// A channel to `address` with `material` (see [`connect`]).
+    pub fn new(
+        address: &str,
+        material: Arc<TlsMaterial>,
+        server_id: SpiffeId,
+    ) -> Result<Self, TlsError> {
+        let channel = connect(address, material.clone(), server_id.clone())?;
+        Ok(Self {
+            address: address.to_owned(),
+            material,
+            server_id,
+            current: ArcSwap::from_pointee(channel),
+        })
+    }
+
+    /// The channel to use now.
+    pub fn get(&self) -> Channel {
+        Channel::clone(&self.current.load())
+    }
+
+    /// Replaces the channel with a new one, whose connections present the material's current
+    /// SVID.
+    pub fn reconnect(&self) -> Result<(), TlsError> {
+        let channel = connect(&self.address, self.material.clone(), self.server_id.clone())?;
+        self.current.store(Arc::new(channel));
+        Ok(())
+    }
+
+    /// The TLS material (the agent's SVID and the bundles trusted for the server).
+    pub fn material(&self) -> &Arc<TlsMaterial> {
+        &self.material
+    }
 }
 
 /// A channel that accepts whatever certificate the server presents: for

@@ -5,4 +5,4 @@ mod attest;
 mod channel;
 
 pub use attest::{AttestError, Attested, attest, renew};
-pub use channel::{connect, connect_insecure};
+pub use channel::{ServerChannel, connect, connect_insecure};

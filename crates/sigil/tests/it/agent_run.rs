@@ -103,7 +103,15 @@ pub(crate) fn own_uid() -> u32 {
 /// Starts a server, gives an agent a token and the bootstrap bundle, and writes
 /// `dir/agent.toml`. Returns the server and the agent's SPIFFE ID.
 pub(crate) fn server_and_agent_config(dir: &Path) -> (Server, String) {
+    server_and_agent_config_with(dir, "")
+}
+
+/// [`server_and_agent_config`] with `extra` (TOML tables) appended to the server's config.
+pub(crate) fn server_and_agent_config_with(dir: &Path, extra: &str) -> (Server, String) {
     let addr = write_config(dir);
+    let mut server_toml = fs::read_to_string(dir.join("server.toml")).unwrap();
+    server_toml.push_str(extra);
+    fs::write(dir.join("server.toml"), server_toml).unwrap();
     let server = Server::start(dir);
     let token = json(&server.cli(&["token", "generate", "--output", "json"]));
     let agent_id = token["spiffe_id"].as_str().unwrap().to_owned();

@@ -10,6 +10,7 @@ mod bundle_mint;
 mod dev;
 mod harness;
 mod health;
+mod rotation;
 mod server_run;
 mod server_validate;
 mod usage;

@@ -202,3 +202,98 @@ fn json_entry(server: &crate::harness::Server, spiffe_id: &str, parent: &str, se
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Picks the SVID with this hint.
+struct ByHint(&'static str);
+
+impl spiffe::x509_source::SvidPicker for ByHint {
+    fn pick_svid(&self, svids: &[std::sync::Arc<spiffe::X509Svid>]) -> Option<usize> {
+        svids.iter().position(|svid| svid.hint() == Some(self.0))
+    }
+}
+
+#[test]
+fn two_workloads_complete_mutual_tls_with_spiffe_rustls_over_x509_sources() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, agent_id) = server_and_agent_config(dir.path());
+    let uid = format!("unix:uid:{}", own_uid());
+    for name in ["frontend", "backend"] {
+        let spiffe_id = format!("spiffe://example.org/{name}");
+        let out = server.entry(&[
+            "create",
+            "--spiffe-id",
+            &spiffe_id,
+            "--parent-id",
+            &agent_id,
+            "--selector",
+            &uid,
+            "--hint",
+            name,
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let agent = Agent::start(dir.path());
+    let endpoint = agent.endpoint();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let source = |hint: &'static str| {
+            spiffe::X509Source::builder()
+                .endpoint(&endpoint)
+                .picker(ByHint(hint))
+                .build()
+        };
+        let backend = source("backend").await.unwrap();
+        let frontend = source("frontend").await.unwrap();
+        let server_config = spiffe_rustls::mtls_server(backend)
+            .authorize(spiffe_rustls::authorizer::exact(["spiffe://example.org/frontend"]).unwrap())
+            .build()
+            .unwrap();
+        let client_config = spiffe_rustls::mtls_client(frontend)
+            .authorize(spiffe_rustls::authorizer::exact(["spiffe://example.org/backend"]).unwrap())
+            .build()
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_config));
+        let served = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let peer = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+            let mut request = [0u8; 5];
+            tls.read_exact(&mut request).await.unwrap();
+            tls.write_all(b"pong!").await.unwrap();
+            tls.shutdown().await.unwrap();
+            (peer, request)
+        });
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("backend").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        let server_cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        tls.write_all(b"ping!").await.unwrap();
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, b"pong!");
+        let (client_cert, request) = served.await.unwrap();
+        assert_eq!(&request, b"ping!");
+        let uri = |der: &[u8]| {
+            sigil_spiffe::tls::peer_spiffe_id(Some(&[rustls::pki_types::CertificateDer::from(
+                der.to_vec(),
+            )]))
+            .unwrap()
+            .to_string()
+        };
+        assert_eq!(uri(&server_cert), "spiffe://example.org/backend");
+        assert_eq!(uri(&client_cert), "spiffe://example.org/frontend");
+    });
+    agent.terminate();
+    drop(server);
+}

@@ -217,6 +217,45 @@ fn a_workload_gets_its_identity_from_the_real_agent_through_the_spiffe_crate() {
         assert_eq!(second_jwt.spiffe_id(), &api);
     });
 
+    // The workload commands against the real agent: health, and files that openssl verifies.
+    let socket = format!("unix://{}", agent.socket.display());
+    let health = crate::sigil(&["healthcheck", "--socket", &socket]);
+    assert_eq!(
+        health.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+    let written = dir.path().join("written");
+    let fetched = crate::sigil(&[
+        "fetch",
+        "x509",
+        "--socket",
+        &socket,
+        "--write",
+        written.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        fetched.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    let verified = Command::new("openssl")
+        .args(["verify", "-CAfile", "bundle.0.pem", "svid.0.pem"])
+        .current_dir(&written)
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert_eq!(
+        fs::metadata(written.join("svid.0.key")).unwrap().mode() & 0o777,
+        0o600
+    );
+
     // A restarted agent reuses its stored SVID (the join token is spent).
     agent.terminate();
     let agent = Agent::start(dir.path());

@@ -2,7 +2,7 @@
 //! channel to the server, starts the sync stream, the SVID cache, the renewal of its own SVID,
 //! and serves the Workload API until `shutdown` says stop.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -237,8 +237,16 @@ fn bind_socket(path: &Path) -> Result<UnixListener, RunError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(failed)?;
     }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
+    // A socket left by an earlier run is replaced; anything else at that path is the
+    // operator's file and is never deleted.
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(failed)?,
+        Ok(_) => {
+            return Err(failed(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            )));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(failed(e)),
     }
@@ -342,4 +350,28 @@ fn renewal_time(svid: &X509Svid) -> SystemTime {
     // Without the start time at hand, half of what is left, minus up to 10% jitter, is at or
     // before the half-life point of an SVID read just after it was issued.
     now + remaining.mul_f64(0.5 - 0.05 * unit_random())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_but_no_other_file_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let listener = bind_socket(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o777, "world-connectable by design");
+        drop(listener);
+
+        let file = dir.path().join("precious");
+        std::fs::write(&file, "keep me").unwrap();
+        let error = bind_socket(&file).unwrap_err().to_string();
+        assert!(error.contains("not a socket"), "{error}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    }
 }

@@ -101,6 +101,17 @@ impl WorkloadApi {
         settled_view.unwrap_or_else(|| self.inner.view.borrow().clone())
     }
 
+    /// The view once the first sync is done (bounded by [`FIRST_ANSWER_WAIT`]).
+    async fn synced_view(&self) -> Arc<WorkloadView> {
+        let mut view = self.inner.view.clone();
+        let synced =
+            match tokio::time::timeout(FIRST_ANSWER_WAIT, view.wait_for(|v| v.synced)).await {
+                Ok(Ok(view)) => Some(view.clone()),
+                _ => None,
+            };
+        synced.unwrap_or_else(|| self.inner.view.borrow().clone())
+    }
+
     /// Runs a stream: `make` turns the view into the next message (or the status that ends
     /// the stream); a message equal to the last one sent is skipped.
     fn stream<M, F>(&self, selectors: SelectorSet, first: Arc<WorkloadView>, make: F) -> Stream_<M>
@@ -327,7 +338,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 Status::invalid_argument(format!("invalid requested SPIFFE ID {id:?}: {e}"))
             })?),
         };
-        let view = self.first_view(&selectors).await;
+        // JWT-SVIDs need the entries, not their X.509-SVIDs: wait only for the first sync.
+        let view = self.synced_view().await;
         let mut entries: Vec<&RegistrationEntry> = Vec::new();
         for entry in view.matching(&selectors) {
             if wanted.as_ref().is_some_and(|id| *id != entry.spiffe_id) {

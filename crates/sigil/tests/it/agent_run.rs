@@ -739,3 +739,78 @@ fn an_agent_bootstraps_from_an_https_url_checked_with_the_system_roots() {
     agent.terminate();
     drop(server);
 }
+
+#[test]
+fn sigil_agent_validate_checks_a_config_without_printing_the_token() {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conf/agent.toml");
+    let out = crate::sigil(&[
+        "agent",
+        "validate",
+        "--config",
+        conf.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    let document = json(&out);
+    assert_eq!(document["valid"], true);
+    assert_eq!(
+        document["server_spiffe_id"],
+        "spiffe://example.org/sigil/server"
+    );
+    assert_eq!(document["node_attestor"]["type"], "join_token");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("paste-the-token-here"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("agent.toml");
+    fs::write(
+        &bad,
+        "trust_domain = \"example.org\"\nserver_address = \"nowhere\"\ndata_dir = \"d\"\n\
+         insecure_bootstrap = true\n[node_attestor]\ntype = \"join_token\"\ntoken = \"t\"\n",
+    )
+    .unwrap();
+    let out = crate::sigil(&["agent", "validate", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("agent.toml:2:"), "{stderr}");
+    assert!(stderr.contains("server_address"), "{stderr}");
+}
+
+#[test]
+fn an_agent_on_insecure_bootstrap_learns_the_bundle_from_its_attestation() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, agent_id) = server_and_agent_config(dir.path());
+    let config = fs::read_to_string(dir.path().join("agent.toml"))
+        .unwrap()
+        .replace(
+            "trust_bundle_path = \"bootstrap.pem\"",
+            "insecure_bootstrap = true",
+        );
+    fs::write(dir.path().join("agent.toml"), config).unwrap();
+    create_entry(
+        &server,
+        "spiffe://example.org/dev-only",
+        &agent_id,
+        &format!("unix:uid:{}", own_uid()),
+    );
+    let agent = Agent::start(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let id = runtime.block_on(async {
+        let client = WorkloadApiClient::connect_to(agent.endpoint())
+            .await
+            .unwrap();
+        client
+            .fetch_x509_svid()
+            .await
+            .unwrap()
+            .spiffe_id()
+            .to_string()
+    });
+    assert_eq!(id, "spiffe://example.org/dev-only");
+    assert!(
+        agent.log().contains("insecure_bootstrap"),
+        "the warning is logged"
+    );
+    agent.terminate();
+    drop(server);
+}

@@ -219,6 +219,7 @@ async fn phase_load(scale: Scale, db: &str) {
         trust_domain,
         default_x509_ttl: Duration::from_secs(3600),
         default_jwt_ttl: Duration::from_secs(300),
+        jwt_issuer: None,
     };
     let (rss_before, hwm_before) = memory();
     let started = Instant::now();

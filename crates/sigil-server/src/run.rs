@@ -27,7 +27,10 @@ use crate::ca::{
 };
 use crate::config::{Config, Datastore};
 use crate::datastore::{DataStore, DataStoreError};
+use crate::federation::endpoint::{self, EndpointError};
 use crate::health::HealthServer;
+use crate::https::HttpsServer;
+use crate::oidc::{self, OidcError};
 use crate::state::{ServerState, StateSettings};
 
 /// How often the CA is asked to rotate.
@@ -105,6 +108,22 @@ pub enum RunError {
         /// The error.
         source: io::Error,
     },
+    /// A public HTTPS listener (bundle endpoint, OIDC discovery) cannot be bound.
+    #[error("cannot listen on {key} {address}: {source}")]
+    PublicBind {
+        /// The config key of the address.
+        key: &'static str,
+        /// The address.
+        address: SocketAddr,
+        /// The error.
+        source: io::Error,
+    },
+    /// The bundle endpoint could not be set up.
+    #[error(transparent)]
+    BundleEndpoint(#[from] EndpointError),
+    /// OIDC discovery could not be set up.
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
 }
 
 /// Runs the server of `config` until `shutdown` completes, then stops accepting, lets the
@@ -149,6 +168,7 @@ pub async fn run(
             address: config.bind_address,
             source,
         })?;
+    let public = PublicListeners::bind(config).await?;
     create_private_dir(&config.data_dir)?;
     let datastore = DataStore::open(&datastore_url(&config.datastore)?).await?;
     let key_manager = Arc::new(DiskKeyManager::open(&config.data_dir)?);
@@ -190,6 +210,7 @@ pub async fn run(
         trust_domain: config.trust_domain.clone(),
         default_x509_ttl: config.svid.default_x509_ttl,
         default_jwt_ttl: config.svid.default_jwt_ttl,
+        jwt_issuer: config.svid.jwt_issuer.clone(),
     };
     let state = Arc::new(ServerState::load(settings, datastore.clone(), ca).await?);
     let rotation = tokio::spawn(rotate_forever(
@@ -207,6 +228,8 @@ pub async fn run(
         }
         None => None,
     };
+    let identity = agent_api::ServerIdentity::start(&state).map_err(AgentApiError::from)?;
+    let public = public.spawn(config, &state, &identity)?;
     let listener = bind_admin_socket(&config.admin_socket)?;
     tracing::info!(admin_socket = %config.admin_socket.display(), "admin api listening");
     if let Ok(address) = agent_listener.local_addr() {
@@ -222,7 +245,13 @@ pub async fn run(
     let admin = tonic::transport::Server::builder()
         .add_routes(api::admin_routes(&state))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop.clone()));
-    let agents = agent_api::serve(Arc::clone(&state), agent_listener, stopped(stop.clone()));
+    let agents = agent_api::serve_as(
+        Arc::clone(&state),
+        agent_listener,
+        agent_api::AgentApiOptions::default(),
+        &identity,
+        stopped(stop.clone()),
+    );
     let signal = async {
         shutdown.await;
         tracing::info!("shutting down");
@@ -234,6 +263,9 @@ pub async fn run(
     rotation.abort();
     if let Some(health) = health {
         health.stop().await;
+    }
+    for server in public {
+        server.stop().await;
     }
     if let Err(error) = fs::remove_file(&config.admin_socket) {
         tracing::warn!(%error, "cannot remove the admin socket");
@@ -399,4 +431,81 @@ fn bind_admin_socket(path: &Path) -> Result<UnixListener, RunError> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
         .map_err(io_error("cannot set the mode of admin socket", path))?;
     Ok(listener)
+}
+
+/// The public HTTPS listeners, bound before anything is created so that a taken port fails
+/// early, like the others.
+struct PublicListeners {
+    bundle_endpoint: Option<TcpListener>,
+    oidc_discovery: Option<TcpListener>,
+}
+
+impl PublicListeners {
+    async fn bind(config: &Config) -> Result<Self, RunError> {
+        let bind = async |key, address| {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| RunError::PublicBind {
+                    key,
+                    address,
+                    source,
+                })
+        };
+        let bundle_endpoint = match &config.federation.bundle_endpoint {
+            Some(endpoint) => Some(
+                bind(
+                    "federation.bundle_endpoint.bind_address",
+                    endpoint.bind_address,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let oidc_discovery = match &config.oidc_discovery {
+            Some(oidc) => Some(bind("oidc_discovery.bind_address", oidc.bind_address).await?),
+            None => None,
+        };
+        Ok(Self {
+            bundle_endpoint,
+            oidc_discovery,
+        })
+    }
+
+    /// Starts serving; the servers returned run until stopped.
+    fn spawn(
+        self,
+        config: &Config,
+        state: &Arc<ServerState>,
+        identity: &agent_api::ServerIdentity,
+    ) -> Result<Vec<HttpsServer>, RunError> {
+        let mut servers = Vec::new();
+        if let (Some(listener), Some(endpoint)) =
+            (self.bundle_endpoint, &config.federation.bundle_endpoint)
+        {
+            let address = endpoint.bind_address;
+            let tls = endpoint::tls_config(endpoint, identity.material())?;
+            let server = endpoint::spawn(listener, tls, Arc::clone(state), endpoint.refresh_hint)
+                .map_err(|source| RunError::PublicBind {
+                key: "federation.bundle_endpoint.bind_address",
+                address,
+                source,
+            })?;
+            tracing::info!(
+                address = %server.local_addr(),
+                profile = endpoint.profile.as_str(),
+                "bundle endpoint listening"
+            );
+            servers.push(server);
+        }
+        if let (Some(listener), Some(discovery), Some(issuer)) = (
+            self.oidc_discovery,
+            &config.oidc_discovery,
+            &config.svid.jwt_issuer,
+        ) {
+            let server = oidc::spawn(listener, discovery, issuer.clone(), Arc::clone(state))?;
+            tracing::info!(address = %server.local_addr(), %issuer, "oidc discovery listening");
+            servers.push(server);
+        }
+        Ok(servers)
+    }
 }

@@ -17,7 +17,7 @@ use sigil_core::{
     AttestedNode, EntryId, JoinToken, RegistrationEntry, agent_spiffe_id, is_agent_id,
     server_spiffe_id,
 };
-use sigil_spiffe::{Bundle, SpiffeId, SpiffeIdError, TrustDomain};
+use sigil_spiffe::{Bundle, JwtSvid, SpiffeId, SpiffeIdError, TrustDomain};
 use zeroize::Zeroizing;
 
 use crate::ca::{CaError, CaEvent, CertificateAuthority};
@@ -40,6 +40,8 @@ pub struct StateSettings {
     pub default_x509_ttl: Duration,
     /// JWT-SVID lifetime for entries without their own.
     pub default_jwt_ttl: Duration,
+    /// The `iss` claim of every JWT-SVID minted (`svid.jwt_issuer`); `None`: no `iss`.
+    pub jwt_issuer: Option<String>,
 }
 
 /// What the server knows of an attested agent to authenticate its calls without the
@@ -112,6 +114,7 @@ pub struct ServerState {
     server_id: SpiffeId,
     default_x509_ttl: Duration,
     default_jwt_ttl: Duration,
+    jwt_issuer: Option<String>,
     datastore: DataStore,
     ca: RwLock<CertificateAuthority>,
     index: RwLock<EntryIndex>,
@@ -186,6 +189,7 @@ impl ServerState {
             server_id,
             default_x509_ttl: settings.default_x509_ttl,
             default_jwt_ttl: settings.default_jwt_ttl,
+            jwt_issuer: settings.jwt_issuer,
             datastore,
             ca: RwLock::new(ca),
             index: RwLock::new(index),
@@ -194,6 +198,25 @@ impl ServerState {
             writer: tokio::sync::Mutex::new(()),
             hub: SyncHub::new(),
         })
+    }
+
+    /// The `iss` every JWT-SVID carries, if configured.
+    pub fn jwt_issuer(&self) -> Option<&str> {
+        self.jwt_issuer.as_deref()
+    }
+
+    /// Mints a JWT-SVID with the active JWT key and the configured issuer (see
+    /// [`CertificateAuthority::mint_jwt_svid`]); every JWT-SVID the server hands out is made
+    /// here, so all carry the same `iss`.
+    pub fn mint_jwt_svid(
+        &self,
+        spiffe_id: SpiffeId,
+        audience: &[String],
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<(JwtSvid, bool), CaError> {
+        self.ca()
+            .mint_jwt_svid_issued_by(spiffe_id, audience, ttl, now, self.jwt_issuer())
     }
 
     /// The trust domain.

@@ -159,6 +159,22 @@ pub fn server_config_client_optional(
     server_config_inner(material, authorizer, false)
 }
 
+/// A server config that presents the material's SVID and asks no client certificate: for an
+/// endpoint anyone may read, such as a federation bundle endpoint (`https_spiffe` profile),
+/// whose clients authenticate the server by its SPIFFE ID and are not authenticated
+/// themselves.
+pub fn server_config_no_client_auth(material: Arc<TlsMaterial>) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SvidResolver(material)));
+    // No resumption, for the reason given in `client_config`.
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
 fn server_config_inner(
     material: Arc<TlsMaterial>,
     authorizer: Authorizer,

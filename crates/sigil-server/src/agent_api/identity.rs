@@ -29,6 +29,40 @@ pub enum IdentityError {
     Tls(#[from] TlsError),
 }
 
+/// The server's own SVID as TLS material, kept current by a task of its own until this is
+/// dropped. The agent API presents it, and so does the bundle endpoint in the `https_spiffe`
+/// profile: one identity, rotated once, for both.
+#[derive(Debug)]
+pub struct ServerIdentity {
+    material: Arc<TlsMaterial>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl ServerIdentity {
+    /// Signs the server's SVID now and starts keeping it current.
+    pub fn start(state: &Arc<ServerState>) -> Result<Self, IdentityError> {
+        let svid = issue_server_svid(state)?;
+        let material = Arc::new(TlsMaterial::new(&svid, own_bundle_set(state))?);
+        let keeper = tokio::spawn(keep_current(
+            Arc::clone(state),
+            Arc::clone(&material),
+            svid.not_after(),
+        ));
+        Ok(Self { material, keeper })
+    }
+
+    /// The SVID and the bundle it trusts, swapped in place on renewal.
+    pub fn material(&self) -> &Arc<TlsMaterial> {
+        &self.material
+    }
+}
+
+impl Drop for ServerIdentity {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
 /// Signs a new SVID for the server.
 pub(super) fn issue_server_svid(state: &ServerState) -> Result<X509Svid, IdentityError> {
     let key = PrivateKey::generate(KeyType::EcP256)?;

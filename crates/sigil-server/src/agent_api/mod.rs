@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tonic::Status;
 
 pub use attest::{AgentEndpoint, JOIN_TOKEN};
-pub use identity::IdentityError;
+pub use identity::{IdentityError, ServerIdentity};
 pub use peer::{PeerInfo, serial_hex};
 pub use svid::{MAX_BATCH, SvidEndpoint};
 pub use sync::{ENTRIES_PER_MESSAGE, SyncEndpoint};
@@ -87,21 +87,23 @@ pub async fn serve_with(
     options: AgentApiOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentApiError> {
-    let svid = identity::issue_server_svid(&state)?;
-    let material = Arc::new(sigil_spiffe::tls::TlsMaterial::new(
-        &svid,
-        identity::own_bundle_set(&state),
-    )?);
+    let identity = ServerIdentity::start(&state)?;
+    serve_as(state, listener, options, &identity, shutdown).await
+}
+
+/// [`serve_with`], presenting `identity` (which the caller may share with other listeners).
+pub async fn serve_as(
+    state: Arc<ServerState>,
+    listener: TcpListener,
+    options: AgentApiOptions,
+    identity: &ServerIdentity,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentApiError> {
     let mut config = server_config_client_optional(
-        Arc::clone(&material),
+        Arc::clone(identity.material()),
         Authorizer::member_of([state.trust_domain().clone()]),
     )?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let keeper = tokio::spawn(identity::keep_current(
-        Arc::clone(&state),
-        material,
-        svid.not_after(),
-    ));
     let incoming = listener::incoming(listener, Arc::new(config));
     let served = tonic::transport::Server::builder()
         .add_service(AgentServer::new(AgentEndpoint::new(
@@ -112,7 +114,6 @@ pub async fn serve_with(
         .add_service(SvidServer::new(SvidEndpoint::new(Arc::clone(&state))))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
-    keeper.abort();
     Ok(served?)
 }
 

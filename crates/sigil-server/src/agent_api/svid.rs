@@ -147,7 +147,6 @@ impl Svid for SvidEndpoint {
         let now = SystemTime::now();
         let (svid, capped) = self
             .state
-            .ca()
             .mint_jwt_svid(entry.spiffe_id.clone(), &request.audience, ttl, now)
             .map_err(|error| {
                 tracing::error!(%error, "cannot mint a jwt-svid");

@@ -150,7 +150,6 @@ impl Svid for SvidAdminApi {
         let now = SystemTime::now();
         let (svid, capped) = self
             .state
-            .ca()
             .mint_jwt_svid(spiffe_id.clone(), &request.audience, ttl, now)
             .map_err(|e| status::ca(&e))?;
         let expires_at = unix(svid.expiry());

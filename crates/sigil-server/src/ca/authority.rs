@@ -321,6 +321,18 @@ impl CertificateAuthority {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<(JwtSvid, bool), CaError> {
+        self.mint_jwt_svid_issued_by(spiffe_id, audience, ttl, now, None)
+    }
+
+    /// [`mint_jwt_svid`](Self::mint_jwt_svid), with `issuer` as the `iss` claim when given.
+    pub fn mint_jwt_svid_issued_by(
+        &self,
+        spiffe_id: SpiffeId,
+        audience: &[String],
+        ttl: Duration,
+        now: SystemTime,
+        issuer: Option<&str>,
+    ) -> Result<(JwtSvid, bool), CaError> {
         let slot = self
             .jwt
             .iter()
@@ -333,7 +345,10 @@ impl CertificateAuthority {
         let wanted = now + ttl;
         let capped = wanted > slot.not_after;
         let expiry = if capped { slot.not_after } else { wanted };
-        let params = JwtSvidParams::new(spiffe_id, audience.iter().cloned(), now, expiry);
+        let mut params = JwtSvidParams::new(spiffe_id, audience.iter().cloned(), now, expiry);
+        if let Some(issuer) = issuer {
+            params = params.with_issuer(issuer);
+        }
         Ok((jwt::mint(signer.as_ref(), params)?, capped))
     }
 

@@ -23,7 +23,7 @@ use sigil_spiffe::{KeyType, SpiffeId, TrustDomain};
 
 pub use raw::{
     RawBundleEndpoint, RawCa, RawConfig, RawDatastore, RawFederatesWith, RawFederation, RawHealth,
-    RawSvid, RawUpstream,
+    RawOidcDiscovery, RawSvid, RawUpstream,
 };
 pub use sigil_core::config::{ConfigError, ConfigErrorKind};
 
@@ -51,8 +51,10 @@ pub struct Config {
     pub svid: SvidConfig,
     /// `[health]`; `None`: no HTTP health listener.
     pub health: Option<HealthConfig>,
-    /// `[federation]`: parsed and checked; not acted on yet (see ARCHITECTURE.md).
+    /// `[federation]`: the bundle endpoint is served; `federates_with` is parsed and checked.
     pub federation: FederationConfig,
+    /// `[oidc_discovery]`; `None`: no OIDC discovery listener.
+    pub oidc_discovery: Option<OidcDiscoveryConfig>,
 }
 
 /// Which SQL database holds the server's state.
@@ -133,6 +135,20 @@ pub struct SvidConfig {
     pub default_x509_ttl: Duration,
     /// JWT-SVID lifetime of entries that set none.
     pub default_jwt_ttl: Duration,
+    /// The `iss` of every JWT-SVID minted (an https URL as written); `None`: no `iss`.
+    pub jwt_issuer: Option<String>,
+}
+
+/// `[oidc_discovery]`: `/.well-known/openid-configuration` and `/keys` over HTTPS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OidcDiscoveryConfig {
+    /// The HTTPS listener.
+    pub bind_address: SocketAddr,
+    /// Serving certificate chain (PEM, absolute path).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM, absolute path).
+    pub key_file: PathBuf,
 }
 
 /// `[health]`
@@ -306,6 +322,10 @@ impl Config {
             None => None,
         };
         let federation = federation_config(&raw.federation, &trust_domain, base_dir)?;
+        let oidc_discovery = match &raw.oidc_discovery {
+            Some(oidc) => Some(oidc_discovery_config(oidc, &svid, base_dir)?),
+            None => None,
+        };
         let config = Self {
             trust_domain,
             data_dir,
@@ -316,6 +336,7 @@ impl Config {
             svid,
             health,
             federation,
+            oidc_discovery,
         };
         config.check_listeners()?;
         Ok(config)
@@ -351,11 +372,11 @@ impl Config {
                 });
             }
         }
-        if self.federation.is_configured() {
+        if !self.federation.federates_with.is_empty() {
             warnings.push(ConfigWarning {
-                key: "federation".to_owned(),
-                message: "parsed and checked but not acted on yet: this version \
-                          neither serves nor fetches bundles"
+                key: "federation.federates_with".to_owned(),
+                message: "parsed and checked but not acted on yet: this version does not \
+                          fetch bundles"
                     .to_owned(),
             });
         }
@@ -373,6 +394,9 @@ impl Config {
                 "federation.bundle_endpoint.bind_address",
                 endpoint.bind_address,
             ));
+        }
+        if let Some(oidc) = &self.oidc_discovery {
+            listeners.push(("oidc_discovery.bind_address", oidc.bind_address));
         }
         for (i, (key, addr)) in listeners.iter().enumerate() {
             for (other_key, other) in &listeners[..i] {
@@ -452,9 +476,68 @@ fn svid_config(raw: &RawSvid, ca: &CaConfig) -> Result<SvidConfig, ConfigError> 
         *slot = ttl;
     }
     let [default_x509_ttl, default_jwt_ttl] = ttls;
+    let jwt_issuer = match &raw.jwt_issuer {
+        Some(issuer) => Some(jwt_issuer(issuer)?),
+        None => None,
+    };
     Ok(SvidConfig {
         default_x509_ttl,
         default_jwt_ttl,
+        jwt_issuer,
+    })
+}
+
+/// An OIDC issuer is an https URL without query or fragment (OpenID Connect Discovery 1.0
+/// §3); relying parties compare it byte for byte with `iss`, so it is kept as written.
+fn jwt_issuer(text: &str) -> Result<String, ConfigError> {
+    const KEY: &str = "svid.jwt_issuer";
+    let url = url::Url::parse(text).map_err(|e| ConfigError::invalid(KEY, quoted(text, e)))?;
+    if url.scheme() != "https" {
+        return Err(ConfigError::invalid(
+            KEY,
+            format!(
+                "scheme {:?} is not allowed: an OIDC issuer is an https URL",
+                url.scheme()
+            ),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::invalid(KEY, format!("{text:?} has no host")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::invalid(
+            KEY,
+            format!("{text:?} has a query or fragment, which an OIDC issuer may not have"),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn oidc_discovery_config(
+    raw: &RawOidcDiscovery,
+    svid: &SvidConfig,
+    base_dir: &Path,
+) -> Result<OidcDiscoveryConfig, ConfigError> {
+    const PREFIX: &str = "oidc_discovery";
+    if svid.jwt_issuer.is_none() {
+        return Err(ConfigError::invalid(
+            PREFIX,
+            "needs svid.jwt_issuer: the discovery document names the issuer that JWT-SVIDs \
+             carry as iss",
+        ));
+    }
+    let bind_address = socket_addr(&format!("{PREFIX}.bind_address"), &raw.bind_address)?;
+    let file = |key: &str, value: &Option<String>| {
+        let key = format!("{PREFIX}.{key}");
+        match value {
+            Some(path) => resolve_path(&key, path, base_dir),
+            None => Err(ConfigError::new(ConfigErrorKind::MissingKey(key))),
+        }
+    };
+    Ok(OidcDiscoveryConfig {
+        bind_address,
+        cert_file: file("cert_file", &raw.cert_file)?,
+        key_file: file("key_file", &raw.key_file)?,
     })
 }
 

@@ -35,6 +35,9 @@ pub struct RawConfig {
     /// `[federation]`
     #[serde(default)]
     pub federation: RawFederation,
+    /// `[oidc_discovery]`: no OIDC discovery listener when absent.
+    #[serde(default)]
+    pub oidc_discovery: Option<RawOidcDiscovery>,
 }
 
 /// `[datastore]`
@@ -95,6 +98,9 @@ pub struct RawSvid {
     /// The JWT-SVID lifetime of entries that set none.
     #[serde(default = "default_jwt_ttl")]
     pub default_jwt_ttl: String,
+    /// The `iss` claim of every JWT-SVID minted (an https URL); no `iss` when absent.
+    #[serde(default)]
+    pub jwt_issuer: Option<String>,
 }
 
 impl Default for RawSvid {
@@ -102,8 +108,25 @@ impl Default for RawSvid {
         Self {
             default_x509_ttl: default_x509_ttl(),
             default_jwt_ttl: default_jwt_ttl(),
+            jwt_issuer: None,
         }
     }
+}
+
+/// `[oidc_discovery]`
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+#[non_exhaustive]
+pub struct RawOidcDiscovery {
+    /// The HTTPS listener.
+    #[serde(default = "default_oidc_bind_address")]
+    pub bind_address: String,
+    /// The serving certificate chain (PEM).
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<String>,
 }
 
 /// `[health]`
@@ -199,6 +222,10 @@ fn default_health_bind_address() -> String {
 
 fn default_bundle_endpoint_address() -> String {
     "0.0.0.0:8443".to_owned()
+}
+
+fn default_oidc_bind_address() -> String {
+    "0.0.0.0:8444".to_owned()
 }
 
 fn default_profile() -> String {

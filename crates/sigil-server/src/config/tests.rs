@@ -179,11 +179,36 @@ fn long_svid_ttls_and_federation_warn() {
         .warnings()
         .is_empty()
     );
+    // The bundle endpoint is served, so it warns no more; fetching is not done yet.
     let config = ok(&format!(
         "{HEAD}[federation.bundle_endpoint]\nbind_address = \"0.0.0.0:8443\"\n"
     ));
+    assert!(config.warnings().is_empty());
+    let config = ok(&format!(
+        "{HEAD}[[federation.federates_with]]\ntrust_domain = \"b.test\"\nurl = \"https://b\"\nprofile = \"https_web\"\n"
+    ));
     assert_eq!(config.warnings().len(), 1);
-    assert_eq!(config.warnings()[0].key, "federation");
+    assert_eq!(config.warnings()[0].key, "federation.federates_with");
+}
+
+#[test]
+fn jwt_issuer_and_oidc_discovery() {
+    let config = ok(&format!(
+        "{HEAD}[svid]\njwt_issuer = \"https://oidc.example.org\"\n\
+         [oidc_discovery]\nbind_address = \"127.0.0.1:9444\"\ncert_file = \"web.pem\"\n\
+         key_file = \"/etc/web.key\"\n"
+    ));
+    assert_eq!(
+        config.svid.jwt_issuer.as_deref(),
+        Some("https://oidc.example.org")
+    );
+    let oidc = config.oidc_discovery.unwrap();
+    assert_eq!(oidc.bind_address, "127.0.0.1:9444".parse().unwrap());
+    assert!(oidc.cert_file.is_absolute() && oidc.cert_file.ends_with("web.pem"));
+    assert_eq!(oidc.key_file, Path::new("/etc/web.key"));
+    let config = ok(HEAD);
+    assert_eq!(config.svid.jwt_issuer, None);
+    assert_eq!(config.oidc_discovery, None);
 }
 
 #[test]
@@ -205,12 +230,12 @@ fn bad_configs_get_errors_naming_the_key() {
             format!("{HEAD}foo = 1\n"),
             "line 3, column 1: unknown key \"foo\" at the top level; expected one of \
              trust_domain, data_dir, bind_address, admin_socket, datastore, ca, svid, health, \
-             federation",
+             federation, oidc_discovery",
         ),
         (
             format!("{HEAD}[svid]\nfoo = \"1h\"\n"),
-            "line 4, column 1: unknown key \"foo\" at svid; expected default_x509_ttl or \
-             default_jwt_ttl",
+            "line 4, column 1: unknown key \"foo\" at svid; expected one of default_x509_ttl, \
+             default_jwt_ttl, jwt_issuer",
         ),
         (
             format!("{HEAD}[ca.upstream]\ncert_file = \"c.pem\"\nkey = \"k.pem\"\n"),
@@ -313,7 +338,36 @@ fn bad_configs_get_errors_naming_the_key() {
             format!("{HEAD}data_dir2 = \"\"\n"),
             "line 3, column 1: unknown key \"data_dir2\" at the top level; expected one of \
              trust_domain, data_dir, bind_address, admin_socket, datastore, ca, svid, health, \
-             federation",
+             federation, oidc_discovery",
+        ),
+        (
+            format!("{HEAD}[svid]\njwt_issuer = \"http://oidc.example.org\"\n"),
+            "line 4, column 14: svid.jwt_issuer: scheme \"http\" is not allowed: an OIDC issuer is an \
+             https URL",
+        ),
+        (
+            format!("{HEAD}[svid]\njwt_issuer = \"https://oidc.example.org/?a=b\"\n"),
+            "line 4, column 14: svid.jwt_issuer: \"https://oidc.example.org/?a=b\" has a query or \
+             fragment, which an OIDC issuer may not have",
+        ),
+        (
+            format!("{HEAD}[oidc_discovery]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n"),
+            "line 3, column 1: oidc_discovery: needs svid.jwt_issuer: the discovery document names \
+             the issuer that JWT-SVIDs carry as iss",
+        ),
+        (
+            format!(
+                "{HEAD}[svid]\njwt_issuer = \"https://o.test\"\n[oidc_discovery]\ncert_file = \"c.pem\"\n"
+            ),
+            "missing required key \"oidc_discovery.key_file\"",
+        ),
+        (
+            format!(
+                "{HEAD}[svid]\njwt_issuer = \"https://o.test\"\n[oidc_discovery]\ncert_file = \"c.pem\"\n\
+                 key_file = \"k.pem\"\n[federation.bundle_endpoint]\nbind_address = \"0.0.0.0:8444\"\n"
+            ),
+            "oidc_discovery.bind_address: 0.0.0.0:8444 conflicts with \
+             federation.bundle_endpoint.bind_address (0.0.0.0:8444)",
         ),
         (
             "trust_domain = \"a.test\"\ndata_dir = \"\"\n".to_owned(),
@@ -445,7 +499,7 @@ fn load_names_the_file_and_reads_nothing_else() {
     assert_eq!(
         error,
         format!(
-            "{}:4:1: unknown key \"foo\" at svid; expected default_x509_ttl or default_jwt_ttl",
+            "{}:4:1: unknown key \"foo\" at svid; expected one of default_x509_ttl, default_jwt_ttl, jwt_issuer",
             path.display()
         )
     );

@@ -56,6 +56,7 @@ async fn an_expired_ca_is_not_ready() {
         trust_domain: support::trust_domain(),
         default_x509_ttl: Duration::from_secs(3600),
         default_jwt_ttl: Duration::from_secs(300),
+        jwt_issuer: None,
     };
     let state = ServerState::load(settings, store, ca).await.unwrap();
     let reason = health::readiness(&state).await.unwrap_err();

@@ -46,6 +46,7 @@ pub(crate) async fn state_on(store: DataStore) -> Arc<ServerState> {
         trust_domain: trust_domain(),
         default_x509_ttl: Duration::from_secs(3600),
         default_jwt_ttl: Duration::from_secs(300),
+        jwt_issuer: None,
     };
     Arc::new(ServerState::load(settings, store, ca).await.unwrap())
 }

@@ -1,0 +1,3 @@
+//! Federation: serving our trust bundle to other trust domains ([`endpoint`]).
+
+pub mod endpoint;

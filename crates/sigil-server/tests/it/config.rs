@@ -37,4 +37,6 @@ fn the_full_example_uses_every_section() {
     assert!(config.health.is_some());
     assert!(config.federation.bundle_endpoint.is_some());
     assert_eq!(config.federation.federates_with.len(), 2);
+    assert!(config.svid.jwt_issuer.is_some());
+    assert!(config.oidc_discovery.is_some());
 }

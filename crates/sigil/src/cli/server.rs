@@ -130,7 +130,13 @@ fn summary(config: &Config) -> Value {
         "svid": {
             "default_x509_ttl": format_duration(config.svid.default_x509_ttl),
             "default_jwt_ttl": format_duration(config.svid.default_jwt_ttl),
+            "jwt_issuer": config.svid.jwt_issuer,
         },
+        "oidc_discovery": config.oidc_discovery.as_ref().map(|o| json!({
+            "bind_address": o.bind_address.to_string(),
+            "cert_file": path(&o.cert_file),
+            "key_file": path(&o.key_file),
+        })),
         "health": config.health.as_ref().map(|h| json!({
             "bind_address": h.bind_address.to_string(),
         })),

@@ -8,6 +8,7 @@ mod agent_api;
 mod agent_run;
 mod bundle_mint;
 mod dev;
+mod federation;
 mod harness;
 mod health;
 mod rotation;

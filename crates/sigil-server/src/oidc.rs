@@ -122,3 +122,70 @@ pub fn jwks(bundle: &Bundle) -> Value {
         .collect::<Vec<_>>();
     json!({ "keys": keys })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use sigil_spiffe::bundle::JwtAuthority;
+    use sigil_spiffe::{KeyType, PrivateKey, TrustDomain};
+
+    use super::*;
+
+    fn bundle() -> Bundle {
+        let mut bundle = Bundle::new(TrustDomain::new("example.org").unwrap());
+        for (kid, key_type) in [("p384", KeyType::EcP384), ("rsa", KeyType::Rsa2048)] {
+            let key = PrivateKey::generate(key_type).unwrap().public_key();
+            bundle
+                .jwt_mut()
+                .add_authority(JwtAuthority::new(kid, key).unwrap());
+        }
+        bundle
+    }
+
+    #[test]
+    fn the_jwks_carries_use_and_alg_for_each_key_type() {
+        let jwks = jwks(&bundle());
+        let keys = jwks["keys"].as_array().unwrap();
+        let summary: Vec<(&str, &str, &str, &str)> = keys
+            .iter()
+            .map(|k| {
+                (
+                    k["kid"].as_str().unwrap(),
+                    k["kty"].as_str().unwrap(),
+                    k["use"].as_str().unwrap(),
+                    k["alg"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        let mut summary = summary;
+        summary.sort_unstable();
+        assert_eq!(
+            summary,
+            [
+                ("p384", "EC", "sig", "ES384"),
+                ("rsa", "RSA", "sig", "RS256")
+            ]
+        );
+        let ec = keys.iter().find(|k| k["kid"] == "p384").unwrap();
+        assert_eq!(ec["crv"], "P-384");
+        assert!(ec["x"].is_string() && ec["y"].is_string());
+        let rsa = keys.iter().find(|k| k["kid"] == "rsa").unwrap();
+        assert!(rsa["n"].is_string() && rsa["e"].is_string());
+    }
+
+    #[test]
+    fn the_discovery_document_names_the_issuer_keys_and_algorithms() {
+        let document = discovery_document("https://oidc.example.org/", &bundle());
+        assert_eq!(
+            document,
+            json!({
+                "issuer": "https://oidc.example.org/",
+                "jwks_uri": "https://oidc.example.org/keys",
+                "response_types_supported": ["id_token"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["ES384", "RS256"],
+            })
+        );
+    }
+}

@@ -58,8 +58,8 @@ fn path(p: &Path) -> &str {
 }
 
 /// An openssl-made web PKI: a root CA `ca.pem`, and serving certificates for `127.0.0.1`
-/// signed by it, `<name>.pem` with key `<name>.key` (PKCS#8 for the first, SEC1 after:
-/// both key encodings the files may hold).
+/// signed by it, `<name>.pem` with key `<name>.key` in any of the encodings the files may
+/// hold.
 struct WebPki<'a> {
     dir: &'a Path,
 }
@@ -91,20 +91,22 @@ impl<'a> WebPki<'a> {
     }
 
     /// Makes `<name>.pem` and `<name>.key`; returns the certificate's DER.
-    fn serving(&self, name: &str, sec1: bool) -> Vec<u8> {
+    fn serving(&self, name: &str, key_kind: KeyKind) -> Vec<u8> {
         let key = self.dir.join(format!("{name}.key"));
-        if sec1 {
-            fs::write(
-                &key,
-                ok(&openssl(&[
-                    "ecparam",
-                    "-name",
-                    "prime256v1",
-                    "-genkey",
-                    "-noout",
-                ])),
-            )
-            .unwrap();
+        if key_kind == KeyKind::Sec1 {
+            let pem = ok(&openssl(&[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+            ]));
+            assert!(pem.contains("BEGIN EC PRIVATE KEY"));
+            fs::write(&key, pem).unwrap();
+        } else if key_kind == KeyKind::Pkcs1 {
+            let pem = ok(&openssl(&["genrsa", "-traditional", "2048"]));
+            assert!(pem.contains("BEGIN RSA PRIVATE KEY"));
+            fs::write(&key, pem).unwrap();
         } else {
             ok(&openssl(&[
                 "genpkey",
@@ -155,6 +157,17 @@ impl<'a> WebPki<'a> {
             .as_ref()
             .to_vec()
     }
+}
+
+/// How a serving key is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    /// `PRIVATE KEY` (EC P-256).
+    Pkcs8,
+    /// `EC PRIVATE KEY` (P-256).
+    Sec1,
+    /// `RSA PRIVATE KEY` (2048 bits).
+    Pkcs1,
 }
 
 /// `curl` against `url` trusting `ca`: the status code and the body.
@@ -250,18 +263,40 @@ fn uri_sans(der: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Our bundle document as served, read by our parser and by jsonwebtoken's independent one.
+/// Our bundle document as served, read by our parser and by two independent ones:
+/// jsonwebtoken's JWK set (every key) and the `spiffe` crate's JWT bundle (the `jwt-svid`
+/// keys).
 fn parse_document(body: &str) -> Bundle {
     let keys: JwkSet = serde_json::from_str(body).unwrap();
     assert!(!keys.keys.is_empty());
-    Bundle::from_document(TrustDomain::new("example.org").unwrap(), body.as_bytes()).unwrap()
+    let bundle =
+        Bundle::from_document(TrustDomain::new("example.org").unwrap(), body.as_bytes()).unwrap();
+    let raw: serde_json::Value = serde_json::from_str(body).unwrap();
+    let jwt_keys: Vec<_> = raw["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["use"] == "jwt-svid")
+        .cloned()
+        .collect();
+    let jwks = serde_json::json!({ "keys": jwt_keys }).to_string();
+    let theirs = spiffe::JwtBundle::from_jwt_authorities(
+        spiffe::TrustDomain::new("example.org").unwrap(),
+        jwks.as_bytes(),
+    )
+    .unwrap();
+    for authority in bundle.jwt().authorities() {
+        assert!(theirs.find_jwt_authority(authority.key_id()).is_some());
+    }
+    assert_eq!(jwt_keys.len(), bundle.jwt().authorities().len());
+    bundle
 }
 
 #[test]
 fn the_https_web_bundle_endpoint_serves_the_bundle_and_reloads_its_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let pki = WebPki::new(dir.path());
-    let first = pki.serving("web", false);
+    let first = pki.serving("web", KeyKind::Pkcs8);
     let port = free_port();
     write_config(
         dir.path(),
@@ -296,7 +331,7 @@ fn the_https_web_bundle_endpoint_serves_the_bundle_and_reloads_its_certificate()
     assert_eq!(parse_document(&before.body), served);
 
     // Replace both files (a new key, SEC1 this time), each by rename as deploy tools do.
-    let second = pki.serving("web2", true);
+    let second = pki.serving("web2", KeyKind::Sec1);
     fs::rename(dir.path().join("web2.pem"), dir.path().join("web.pem")).unwrap();
     fs::rename(dir.path().join("web2.key"), dir.path().join("web.key")).unwrap();
     let after = presented(port);
@@ -427,7 +462,7 @@ fn python() -> std::path::PathBuf {
 fn pyjwt_verifies_a_jwt_svid_through_oidc_discovery() {
     let dir = tempfile::tempdir().unwrap();
     let pki = WebPki::new(dir.path());
-    pki.serving("oidc", false);
+    pki.serving("oidc", KeyKind::Pkcs1);
     let port = free_port();
     let issuer = format!("https://127.0.0.1:{port}");
     write_config(
@@ -500,7 +535,7 @@ fn pyjwt_verifies_a_jwt_svid_through_oidc_discovery() {
 fn a_taken_port_or_a_bad_serving_key_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let pki = WebPki::new(dir.path());
-    pki.serving("web", false);
+    pki.serving("web", KeyKind::Pkcs8);
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let run = |extra: &str| {

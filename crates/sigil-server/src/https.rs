@@ -142,7 +142,7 @@ async fn serve(
     connections.shutdown().await;
 }
 
-/// A JSON response (`200 OK`), or `404`/`405` as plain text. HEAD gets the headers of GET.
+/// A JSON response with `status` (hyper drops the body of an answer to HEAD).
 pub fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;

@@ -47,6 +47,8 @@ struct Sizes {
     calls_per_client: usize,
     jwt: usize,
     entry_to_stream: usize,
+    other_entries: usize,
+    entry_to_stream_at_scale: usize,
     memory: Vec<usize>,
     dev_runs: usize,
 }
@@ -60,6 +62,8 @@ impl Sizes {
                 calls_per_client: 30,
                 jwt: 5_000,
                 entry_to_stream: 200,
+                other_entries: 10_000,
+                entry_to_stream_at_scale: 50,
                 memory: vec![1_000, 10_000],
                 dev_runs: 5,
             }
@@ -70,6 +74,8 @@ impl Sizes {
                 calls_per_client: 2,
                 jwt: 10,
                 entry_to_stream: 3,
+                other_entries: 20,
+                entry_to_stream_at_scale: 3,
                 memory: vec![20],
                 dev_runs: 1,
             }
@@ -139,7 +145,7 @@ async fn in_process(sizes: &Sizes) {
     let agent_dir = dir.path().join("agent");
     fs::create_dir(&agent_dir).unwrap();
     let agent_config =
-        sigil_agent::config::Config::parse(&agent_toml(port, &token, 1000), &agent_dir).unwrap();
+        sigil_agent::config::Config::parse(&agent_toml(port, &token, 20_000), &agent_dir).unwrap();
     let socket = agent_config.socket_path.clone();
     let agent = tokio::spawn(sigil_agent::run::run(agent_config, stopped.clone()));
     wait_for_socket(&socket).await;
@@ -288,6 +294,8 @@ async fn jwt_latency(sizes: &Sizes, socket: &Path) {
 }
 
 /// Step 5: a `BatchCreateEntry` call returns; how long until the open stream has the SVID.
+/// Then again with `other_entries` more entries authorized for the agent (for another uid, so
+/// the workload's messages stay small): the agent's work per change grows with what it holds.
 async fn entry_to_stream(sizes: &Sizes, admin: &Channel, agent_id: &str, socket: &Path, uid: u32) {
     let mut client = workload_client(socket).await.unwrap();
     let mut stream = client
@@ -297,30 +305,91 @@ async fn entry_to_stream(sizes: &Sizes, admin: &Channel, agent_id: &str, socket:
         .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.svids.len(), 1);
+    let mut expected = 1;
     let started = Instant::now();
     let mut latencies = Vec::with_capacity(sizes.entry_to_stream);
     for i in 0..sizes.entry_to_stream {
         let spiffe_id = format!("spiffe://{TD}/bench/new/{i}");
-        create_entries(admin, agent_id, std::slice::from_ref(&spiffe_id), uid).await;
-        let created = Instant::now();
-        loop {
-            let message = tokio::time::timeout(HANG_GUARD, stream.message())
-                .await
-                .expect("the new SVID reached the stream")
-                .unwrap()
-                .unwrap();
-            if message.svids.iter().any(|svid| svid.spiffe_id == spiffe_id) {
-                latencies.push(created.elapsed());
-                assert_eq!(message.svids.len(), i + 2);
-                break;
-            }
-        }
+        let (latency, svids) =
+            new_entry_latency(admin, agent_id, &mut stream, &spiffe_id, uid).await;
+        expected += 1;
+        assert_eq!(
+            svids, expected,
+            "the workload sees each of its entries once"
+        );
+        latencies.push(latency);
     }
     report(
         "BatchCreateEntry returned -> new SVID on an open FetchX509SVID stream",
         &mut latencies,
         started.elapsed(),
     );
+
+    let n = sizes.other_entries;
+    let other_uid = uid.wrapping_add(424_242);
+    let ids: Vec<String> = (0..n)
+        .map(|i| format!("spiffe://{TD}/bench/other/{i}"))
+        .collect();
+    for chunk in ids.chunks(500) {
+        create_entries(admin, agent_id, chunk, other_uid).await;
+    }
+    // The cache signs every due entry, oldest first, before it publishes a view: once an
+    // entry made after all of them is on the stream, all of them are signed.
+    let sentinel = format!("spiffe://{TD}/bench/after-others");
+    let (filled, svids) = new_entry_latency(admin, agent_id, &mut stream, &sentinel, uid).await;
+    expected += 1;
+    assert_eq!(
+        svids, expected,
+        "the other uid's SVIDs are not this workload's"
+    );
+    println!(
+        "  {n} more entries (another uid) for the agent; the next entry's SVID reached the stream {:.1} s after it was registered (everything due is signed first)",
+        filled.as_secs_f64()
+    );
+    let authorized = n + expected;
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(sizes.entry_to_stream_at_scale);
+    for i in 0..sizes.entry_to_stream_at_scale {
+        let spiffe_id = format!("spiffe://{TD}/bench/new-at-scale/{i}");
+        let (latency, svids) =
+            new_entry_latency(admin, agent_id, &mut stream, &spiffe_id, uid).await;
+        expected += 1;
+        assert_eq!(
+            svids, expected,
+            "the workload sees each of its entries once"
+        );
+        latencies.push(latency);
+    }
+    report(
+        &format!(
+            "BatchCreateEntry returned -> new SVID on an open stream, {authorized}+ entries authorized"
+        ),
+        &mut latencies,
+        started.elapsed(),
+    );
+}
+
+/// Registers one entry for this process and waits for its SVID on `stream`; returns the
+/// time and how many SVIDs that message held.
+async fn new_entry_latency(
+    admin: &Channel,
+    agent_id: &str,
+    stream: &mut tonic::Streaming<X509svidResponse>,
+    spiffe_id: &str,
+    uid: u32,
+) -> (Duration, usize) {
+    create_entries(admin, agent_id, &[spiffe_id.to_owned()], uid).await;
+    let created = Instant::now();
+    loop {
+        let message = tokio::time::timeout(HANG_GUARD, stream.message())
+            .await
+            .expect("the new SVID reached the stream")
+            .unwrap()
+            .unwrap();
+        if message.svids.iter().any(|svid| svid.spiffe_id == spiffe_id) {
+            return (created.elapsed(), message.svids.len());
+        }
+    }
 }
 
 /// Step 3: a `sigil agent run` process whose cache holds `n` SVIDs.

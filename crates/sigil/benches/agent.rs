@@ -539,7 +539,7 @@ async fn dev_once(dir: &Path) -> Duration {
             .arg(dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.with_extension("log")).unwrap())
+            .stderr(fs::File::create(dir.join("dev.log")).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -552,7 +552,10 @@ async fn dev_once(dir: &Path) -> Duration {
             break started.elapsed();
         }
         if let Some(status) = dev.0.try_wait().unwrap() {
-            panic!("sigil dev exited: {status}");
+            panic!(
+                "sigil dev exited ({status}): {}",
+                fs::read_to_string(dir.join("dev.log")).unwrap_or_default()
+            );
         }
         assert!(Instant::now() < deadline, "sigil dev served no SVID");
         tokio::time::sleep(Duration::from_millis(2)).await;

@@ -5,7 +5,8 @@
 //! 2. cached `FetchJWTSVID` latency on one connection;
 //! 3. the resident memory of a `sigil agent run` process holding 1,000 and 10,000 SVIDs;
 //! 4. the time from starting `sigil dev` to the first SVID served, fresh and reused data dir;
-//! 5. the time from a `BatchCreateEntry` call returning to the new SVID on an open stream.
+//! 5. the time from a `BatchCreateEntry` call returning to the new SVID on an open stream,
+//!    then again with 10,000 more entries authorized for the agent.
 //!
 //! The server (`sigil_server::run::run`, SQLite in a temp dir) and the agent measured in 1, 2
 //! and 5 (`sigil_agent::run::run`) run in this process, as in `sigil dev`; the agents of 3

@@ -125,7 +125,14 @@ pub async fn run_with(
     ));
 
     let jwt = Arc::new(JwtCache::new(server, config.svid.jwt_cache_size));
-    let api = WorkloadApi::new(&config.trust_domain, view_rx, demand, jwt, attestor);
+    let api = WorkloadApi::new(
+        &config.trust_domain,
+        view_rx,
+        demand,
+        jwt,
+        attestor,
+        shutdown.clone(),
+    );
     let listener = bind_socket(&config.socket_path)?;
     tracing::info!(socket = %config.socket_path.display(), "serving the Workload API");
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -36,7 +36,7 @@ const BATCH: usize = 500;
 pub struct WorkloadView {
     /// The authorized entries that have not expired, oldest first (so a workload's default
     /// SVID does not change when an entry is added).
-    pub entries: Vec<RegistrationEntry>,
+    pub entries: Vec<Arc<RegistrationEntry>>,
     /// X.509-SVIDs by entry ID; an entry without one is still being signed (or beyond the
     /// cache size).
     pub svids: HashMap<String, Arc<X509Svid>>,
@@ -51,7 +51,7 @@ impl WorkloadView {
     pub fn matching<'a>(
         &'a self,
         selectors: &'a sigil_core::SelectorSet,
-    ) -> impl Iterator<Item = &'a RegistrationEntry> + 'a {
+    ) -> impl Iterator<Item = &'a Arc<RegistrationEntry>> + 'a {
         self.entries
             .iter()
             .filter(move |entry| entry.selectors.is_subset_of(selectors))
@@ -110,7 +110,8 @@ impl SvidCache {
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
             let current = authorized.borrow_and_update().clone();
-            let due = self.refresh(&current);
+            let ordered = ordered(&current);
+            let due = self.refresh(&current, &ordered);
             if !due.is_empty() && retry_at.is_none_or(|at| at <= tokio::time::Instant::now()) {
                 match self.sign(due).await {
                     Ok(()) => {
@@ -128,7 +129,7 @@ impl SvidCache {
                     }
                 }
             }
-            self.publish(&current);
+            self.publish(&current, &ordered);
             let wake = self.next_rotation().map(|at| {
                 let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
                 tokio::time::Instant::now() + wait
@@ -153,9 +154,13 @@ impl SvidCache {
     }
 
     /// Drops what no longer applies; returns the entries to sign now, oldest first.
-    fn refresh(&mut self, authorized: &Authorized) -> Vec<RegistrationEntry> {
+    fn refresh(
+        &mut self,
+        authorized: &Authorized,
+        ordered: &[&Arc<RegistrationEntry>],
+    ) -> Vec<Arc<RegistrationEntry>> {
         let demand = self.demand.wanted();
-        let wanted = wanted(authorized, self.cache_size, &demand);
+        let wanted = wanted(ordered, self.cache_size, &demand);
         let keep: HashMap<&str, u64> = wanted
             .iter()
             .map(|entry| (entry.id.as_str(), entry.revision))
@@ -192,7 +197,7 @@ impl SvidCache {
             .collect()
     }
 
-    async fn sign(&mut self, due: Vec<RegistrationEntry>) -> Result<(), tonic::Status> {
+    async fn sign(&mut self, due: Vec<Arc<RegistrationEntry>>) -> Result<(), tonic::Status> {
         for chunk in due.chunks(BATCH) {
             let chunk = chunk.to_vec();
             let key_type = self.key_type;
@@ -273,8 +278,7 @@ impl SvidCache {
         Ok(())
     }
 
-    fn publish(&self, authorized: &Authorized) {
-        let entries: Vec<RegistrationEntry> = ordered(authorized).into_iter().cloned().collect();
+    fn publish(&self, authorized: &Authorized, ordered: &[&Arc<RegistrationEntry>]) {
         let svids: HashMap<String, Arc<X509Svid>> = self
             .cached
             .iter()
@@ -284,7 +288,9 @@ impl SvidCache {
             let view = self.view.borrow();
             view.synced == authorized.synced
                 && view.bundles == authorized.bundles
-                && view.entries == entries
+                && view.entries.len() == ordered.len()
+                // Unchanged entries are the same allocations from one sync state to the next.
+                && view.entries.iter().zip(ordered).all(|(a, b)| Arc::ptr_eq(a, b))
                 && view.svids.len() == svids.len()
                 && view
                     .svids
@@ -293,7 +299,7 @@ impl SvidCache {
         };
         if !unchanged {
             self.view.send_replace(Arc::new(WorkloadView {
-                entries,
+                entries: ordered.iter().map(|entry| Arc::clone(entry)).collect(),
                 svids,
                 bundles: authorized.bundles.clone(),
                 synced: authorized.synced,
@@ -310,13 +316,12 @@ impl SvidCache {
 /// `cache_size`: a soft limit, as SPIRE's), then recently requested ones, then the oldest
 /// others, up to `cache_size`.
 fn wanted<'a>(
-    authorized: &'a Authorized,
+    ordered: &[&'a Arc<RegistrationEntry>],
     cache_size: usize,
     demand: &Wanted,
-) -> Vec<&'a RegistrationEntry> {
-    let ordered = ordered(authorized);
+) -> Vec<&'a Arc<RegistrationEntry>> {
     if ordered.len() <= cache_size {
-        return ordered;
+        return ordered.to_vec();
     }
     let mut chosen: HashSet<&str> = ordered
         .iter()
@@ -332,24 +337,25 @@ fn wanted<'a>(
             chosen.insert(id.as_str());
         }
     }
-    for entry in &ordered {
+    for entry in ordered {
         if chosen.len() >= cache_size {
             break;
         }
         chosen.insert(entry.id.as_str());
     }
     ordered
-        .into_iter()
+        .iter()
         .filter(|entry| chosen.contains(entry.id.as_str()))
+        .copied()
         .collect()
 }
 
 /// The entries that have not expired, oldest first.
-fn ordered(authorized: &Authorized) -> Vec<&RegistrationEntry> {
+fn ordered(authorized: &Authorized) -> Vec<&Arc<RegistrationEntry>> {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let mut entries: Vec<&RegistrationEntry> = authorized
+    let mut entries: Vec<&Arc<RegistrationEntry>> = authorized
         .entries
         .values()
         .filter(|entry| entry.expires_at.is_none_or(|at| at > now))
@@ -401,12 +407,14 @@ mod tests {
                 revision: 1,
                 created_at: 1000 - n,
             };
-            authorized.entries.insert(id.as_str().to_owned(), entry);
+            authorized
+                .entries
+                .insert(id.as_str().to_owned(), Arc::new(entry));
         }
         authorized
     }
 
-    fn ids(entries: &[&RegistrationEntry]) -> Vec<String> {
+    fn ids(entries: &[&Arc<RegistrationEntry>]) -> Vec<String> {
         entries.iter().map(|e| e.id.as_str().to_owned()).collect()
     }
 
@@ -414,9 +422,10 @@ mod tests {
     fn the_cache_keeps_the_oldest_entries_and_skips_expired_ones() {
         let authorized = authorized(5);
         // entry-0 expired; the oldest (smallest created_at) are entry-4, entry-3.
-        let chosen = wanted(&authorized, 2, &Wanted::default());
+        let ordered = ordered(&authorized);
+        let chosen = wanted(&ordered, 2, &Wanted::default());
         assert_eq!(ids(&chosen), ["entry-4", "entry-3"]);
-        assert_eq!(wanted(&authorized, 10, &Wanted::default()).len(), 4);
+        assert_eq!(wanted(&ordered, 10, &Wanted::default()).len(), 4);
     }
 
     #[test]
@@ -428,9 +437,10 @@ mod tests {
         };
         // Subscribed entries always (a soft limit), then recent ones while room is left;
         // entry-0 has expired and is never signed.
-        let chosen = wanted(&authorized, 2, &demand);
+        let ordered = ordered(&authorized);
+        let chosen = wanted(&ordered, 2, &demand);
         assert_eq!(ids(&chosen), ["entry-2", "entry-1"]);
-        let chosen = wanted(&authorized, 4, &demand);
+        let chosen = wanted(&ordered, 4, &demand);
         assert_eq!(ids(&chosen), ["entry-5", "entry-3", "entry-2", "entry-1"]);
     }
 }

@@ -25,8 +25,8 @@ use crate::server::ServerChannel;
 /// What the server authorizes this agent for, as last synced.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Authorized {
-    /// Entries by ID.
-    pub entries: BTreeMap<String, RegistrationEntry>,
+    /// Entries by ID. Shared: a delta copies the map, not the entries it leaves alone.
+    pub entries: BTreeMap<String, Arc<RegistrationEntry>>,
     /// Bundles by trust domain name: ours and the federated ones the entries name.
     pub bundles: BTreeMap<String, Bundle>,
     /// Whether a full snapshot has arrived since the agent started.
@@ -136,7 +136,9 @@ fn insert_entry(
 ) {
     match wire::entry(message, false) {
         Ok((_, entry)) if entry.spiffe_id.trust_domain_name() == trust_domain.as_str() => {
-            state.entries.insert(entry.id.as_str().to_owned(), entry);
+            state
+                .entries
+                .insert(entry.id.as_str().to_owned(), Arc::new(entry));
         }
         Ok((_, entry)) => tracing::warn!(
             id = entry.id.as_str(),

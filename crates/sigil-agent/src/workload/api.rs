@@ -47,16 +47,19 @@ struct Inner {
     demand: Arc<Demand>,
     jwt: Arc<JwtCache>,
     attestor: Arc<dyn CallerAttestor>,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl WorkloadApi {
-    /// Serves `view` (and JWT-SVIDs through `jwt`) to the callers `attestor` identifies.
+    /// Serves `view` (and JWT-SVIDs through `jwt`) to the callers `attestor` identifies; open
+    /// streams end with Unavailable when `shutdown` turns true.
     pub fn new(
         trust_domain: &sigil_spiffe::TrustDomain,
         view: watch::Receiver<Arc<WorkloadView>>,
         demand: Arc<Demand>,
         jwt: Arc<JwtCache>,
         attestor: Arc<dyn CallerAttestor>,
+        shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -65,6 +68,7 @@ impl WorkloadApi {
                 demand,
                 jwt,
                 attestor,
+                shutdown,
             }),
         }
     }
@@ -122,6 +126,7 @@ impl WorkloadApi {
         let (sender, receiver) = mpsc::channel(1);
         let mut view = self.inner.view.clone();
         let mut subscription = self.inner.demand.subscribe(Vec::new());
+        let mut shutdown = self.inner.shutdown.clone();
         tokio::spawn(async move {
             let mut current = first;
             let mut last: Option<M> = None;
@@ -154,6 +159,12 @@ impl WorkloadApi {
                         return;
                     },
                     () = sender.closed() => return,
+                    // Streams never end by themselves: the agent's graceful stop ends them, or
+                    // it would wait for every open stream's client to leave.
+                    () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
+                        let _ = sender.send(Err(Status::unavailable("the agent is shutting down"))).await;
+                        return;
+                    }
                 }
                 current = view.borrow_and_update().clone();
             }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use spiffe::WorkloadApiClient;
+use tokio_stream::StreamExt;
 
 use crate::agent_run::own_uid;
 
@@ -56,12 +57,22 @@ fn sigil_dev_serves_the_callers_identity_and_restarts_on_its_data() {
     for _ in 0..2 {
         let (child, endpoint) = start(dir.path());
         assert!(endpoint.starts_with("unix://"), "{endpoint}");
-        let id = runtime.block_on(async {
+        let (id, mut stream) = runtime.block_on(async {
             let client = WorkloadApiClient::connect_to(&endpoint).await.unwrap();
             let svid = client.fetch_x509_svid().await.unwrap();
-            svid.spiffe_id().to_string()
+            let mut stream = client.stream_x509_contexts().await.unwrap();
+            stream.next().await.unwrap().unwrap();
+            (svid.spiffe_id().to_string(), stream)
         });
         assert_eq!(id, expected);
+        // Ctrl-C with a stream still open: the stream ends, the process exits cleanly.
         interrupt(child);
+        let ended = runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(60), stream.next()).await
+        });
+        assert!(
+            !matches!(ended, Ok(Some(Ok(_)))),
+            "the stream got no more SVIDs"
+        );
     }
 }

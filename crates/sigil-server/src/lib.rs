@@ -9,6 +9,7 @@ pub mod api;
 pub mod ca;
 pub mod config;
 pub mod datastore;
+pub mod federation;
 pub mod health;
 pub mod hub;
 pub mod index;

@@ -51,7 +51,7 @@ pub struct Config {
     pub svid: SvidConfig,
     /// `[health]`; `None`: no HTTP health listener.
     pub health: Option<HealthConfig>,
-    /// `[federation]`: parsed and checked; not acted on yet (see ARCHITECTURE.md).
+    /// `[federation]`: `federates_with` is fetched (`federation::fetcher`).
     pub federation: FederationConfig,
 }
 
@@ -228,6 +228,17 @@ pub enum RemoteProfile {
     },
 }
 
+impl FederatesWith {
+    /// A relationship with `trust_domain`, whose bundle endpoint is `url`.
+    pub fn new(trust_domain: TrustDomain, url: impl Into<String>, profile: RemoteProfile) -> Self {
+        Self {
+            trust_domain,
+            url: url.into(),
+            profile,
+        }
+    }
+}
+
 impl RemoteProfile {
     /// The config name: `https_spiffe` or `https_web`.
     pub fn as_str(&self) -> &'static str {
@@ -351,11 +362,11 @@ impl Config {
                 });
             }
         }
-        if self.federation.is_configured() {
+        if self.federation.bundle_endpoint.is_some() {
             warnings.push(ConfigWarning {
-                key: "federation".to_owned(),
-                message: "parsed and checked but not acted on yet: this version \
-                          neither serves nor fetches bundles"
+                key: "federation.bundle_endpoint".to_owned(),
+                message: "parsed and checked but not acted on yet: this version does not \
+                          serve its bundle"
                     .to_owned(),
             });
         }

@@ -183,7 +183,13 @@ fn long_svid_ttls_and_federation_warn() {
         "{HEAD}[federation.bundle_endpoint]\nbind_address = \"0.0.0.0:8443\"\n"
     ));
     assert_eq!(config.warnings().len(), 1);
-    assert_eq!(config.warnings()[0].key, "federation");
+    assert_eq!(config.warnings()[0].key, "federation.bundle_endpoint");
+    // Relationships are acted on: no warning.
+    let config = ok(&format!(
+        "{HEAD}[[federation.federates_with]]\ntrust_domain = \"peer.test\"\n\
+         url = \"https://peer.test/bundle\"\nprofile = \"https_web\"\n"
+    ));
+    assert!(config.warnings().is_empty());
 }
 
 #[test]

@@ -676,3 +676,67 @@ async fn each_fault_is_rejected_for_its_own_reason() {
         FetchOutcome::Stored { sequence: Some(10) }
     );
 }
+
+/// `run` with a `[[federation.federates_with]]`: the initial bundle, then the fetched one,
+/// show in the admin API; after a restart with the endpoint gone and the bundle file spoiled,
+/// the stored bundle is still served (it wins over the file, which is not read again).
+#[tokio::test]
+async fn run_fetches_the_configured_relationships_and_keeps_them_across_a_restart() {
+    install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let td = peer_td();
+    let ca = new_ca(&td);
+    let (mut endpoint, _material) =
+        spiffe_endpoint(&new_svid(&ca, &endpoint_id()), bundle(&td, &[&ca], 0)).await;
+    let fetched = bundle(&td, &[&ca], 3);
+    endpoint.serve_document(&fetched);
+    let bundle_path = write_pem(&dir, "peer.pem", &[&ca]);
+    let text = format!(
+        "trust_domain = \"example.org\"\ndata_dir = \"data\"\n\
+         bind_address = \"127.0.0.1:{}\"\nadmin_socket = \"{}\"\n\
+         [[federation.federates_with]]\ntrust_domain = \"peer.test\"\nurl = \"{}\"\n\
+         profile = \"https_spiffe\"\nendpoint_spiffe_id = \"{}\"\nbundle_path = \"peer.pem\"\n",
+        crate::run::free_port(),
+        dir.path().join("run/admin.sock").display(),
+        endpoint.url(),
+        endpoint_id(),
+    );
+    let config = sigil_server::config::Config::parse(&text, dir.path()).unwrap();
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+
+    let listed = |socket: std::path::PathBuf| async move {
+        let channel = crate::run::admin_channel(&socket).await;
+        sigil_proto::server::v1::bundle_client::BundleClient::new(channel)
+            .list_federated_bundles(sigil_proto::server::v1::ListFederatedBundlesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .bundles
+    };
+    let server = crate::run::start(&config).await;
+    let found = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let bundles = listed(config.admin_socket.clone()).await;
+            if let Some(found) = bundles.iter().find(|b| b.sequence == 3) {
+                return found.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the fetched bundle never showed in the admin api");
+    assert_eq!(found.trust_domain, "peer.test");
+    assert_eq!(
+        Bundle::from_document(td.clone(), &found.document).unwrap(),
+        fetched
+    );
+    server.stop().await;
+
+    endpoint.down().await;
+    std::fs::write(&bundle_path, "spoiled").unwrap();
+    let server = crate::run::start(&config).await;
+    let bundles = listed(config.admin_socket.clone()).await;
+    assert_eq!(bundles.len(), 1);
+    assert_eq!(bundles[0].sequence, 3);
+    server.stop().await;
+}

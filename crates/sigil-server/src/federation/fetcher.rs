@@ -306,7 +306,7 @@ async fn fetch_forever(
     mut stop: watch::Receiver<bool>,
 ) {
     let trust_domain = fetcher.relationship.trust_domain.clone();
-    let mut retry = FIRST_RETRY;
+    let mut failures: u32 = 0;
     loop {
         let fetched = tokio::select! {
             _ = stop.wait_for(|stopping| *stopping) => return,
@@ -327,11 +327,11 @@ async fn fetch_forever(
                         tracing::debug!(%trust_domain, "federated bundle unchanged");
                     }
                 }
-                retry = FIRST_RETRY;
+                failures = 0;
                 fetcher.refresh_interval()
             }
             Err(error) => {
-                let wait = retry.min(fetcher.refresh_interval());
+                let wait = retry_delay(failures, fetcher.refresh_interval());
                 tracing::warn!(
                     %trust_domain,
                     url = %fetcher.relationship.url,
@@ -339,7 +339,7 @@ async fn fetch_forever(
                     retry_in = ?wait,
                     "federated bundle not updated; keeping the last good bundle"
                 );
-                retry = retry.saturating_mul(2);
+                failures = failures.saturating_add(1);
                 wait
             }
         };
@@ -525,6 +525,14 @@ impl BundleFetcher {
     }
 }
 
+/// The wait after a failure that followed `failures` failures in a row: [`FIRST_RETRY`],
+/// doubling, never more than `interval`.
+pub fn retry_delay(failures: u32, interval: Duration) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(2_u32.saturating_pow(failures))
+        .min(interval)
+}
+
 /// The refresh interval for a document's hint.
 pub fn refresh_interval(hint: Option<Duration>) -> Duration {
     hint.map_or(DEFAULT_REFRESH, |hint| hint.clamp(MIN_REFRESH, MAX_REFRESH))
@@ -646,4 +654,56 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hint_is_clamped_and_defaults_to_five_minutes() {
+        assert_eq!(refresh_interval(None), Duration::from_secs(300));
+        assert_eq!(refresh_interval(Some(Duration::ZERO)), MIN_REFRESH);
+        assert_eq!(
+            refresh_interval(Some(Duration::from_secs(90))),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            refresh_interval(Some(Duration::from_secs(86_400))),
+            MAX_REFRESH
+        );
+    }
+
+    #[test]
+    fn retries_double_from_one_second_up_to_the_interval() {
+        let interval = Duration::from_secs(300);
+        let waits: Vec<u64> = (0..11)
+            .map(|failures| retry_delay(failures, interval).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(retry_delay(u32::MAX, interval), interval);
+        assert_eq!(
+            retry_delay(3, Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn a_bundle_file_is_a_document_when_it_starts_with_a_brace() {
+        let td = TrustDomain::new("peer.test").unwrap();
+        let empty_document = read_bundle_file(&td, b"  \n{\"keys\": []}").unwrap();
+        assert!(empty_document.x509().is_empty());
+        assert!(matches!(
+            read_bundle_file(&td, b"{\"keys\": ["),
+            Err(FetchError::Malformed(BundleDocumentError::Json(_)))
+        ));
+        assert!(matches!(
+            read_bundle_file(&td, b"not pem"),
+            Err(FetchError::Malformed(BundleDocumentError::NoPemBlocks))
+        ));
+        assert!(matches!(
+            check_bundle(&td, empty_document),
+            Err(FetchError::NoX509Authority)
+        ));
+    }
 }

@@ -305,12 +305,15 @@ async fn https_spiffe_stores_good_documents_and_rejects_every_fault() {
         assert_eq!(state.federated_bundle(&td).unwrap(), good, "{fault}");
     }
 
-    // The endpoint's certificate does not chain to the known bundle.
-    endpoint.serve_document(&bundle(&td, &[&ca], 10));
+    // The endpoint's certificate does not chain to the known bundle. The good document is
+    // served only once a connection made after the switch arrived, so no fetch still on the
+    // old certificate can take it.
     let stranger = new_ca(&td);
     material
         .set_svid(&new_svid(&stranger, &endpoint_id()))
         .unwrap();
+    endpoint.wait_connections(1).await;
+    endpoint.serve_document(&bundle(&td, &[&ca], 10));
     endpoint.wait_connections(2).await;
     assert_eq!(state.federated_bundle(&td).unwrap(), good, "unknown ca");
 
@@ -326,8 +329,9 @@ async fn https_spiffe_stores_good_documents_and_rejects_every_fault() {
 
     // Down for several refresh periods (first failing with 503, then refusing connections),
     // then back with a new document: the last good bundle is kept meanwhile, then replaced.
-    material.set_svid(&svid).unwrap();
     endpoint.reply(StatusCode::SERVICE_UNAVAILABLE, Vec::new());
+    endpoint.wait_connections(1).await;
+    material.set_svid(&svid).unwrap();
     endpoint.wait_connections(3).await;
     endpoint.down().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -374,6 +378,8 @@ async fn https_spiffe_follows_the_peer_across_a_ca_rotation() {
     material
         .set_svid(&new_svid(&new_ca, &endpoint_id()))
         .unwrap();
+    // Served only after a connection made after the switch, so the new CA's SVID fetched it.
+    endpoint.wait_connections(1).await;
     let rotated = bundle(&td, &[&new_ca], 3);
     endpoint.serve_document(&rotated);
     wait_for_bundle(state, &td, "the rotated bundle", |b| {

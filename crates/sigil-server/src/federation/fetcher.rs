@@ -176,7 +176,7 @@ pub enum FetchOutcome {
 /// The federation relationships of a running server, one fetching task each.
 ///
 /// Relationships can be added, replaced and removed while the server runs; the tasks stop
-/// when [`stop`](Self::stop) is called or the handle is dropped.
+/// when [`stop`](Self::stop) is called, or soon after the handle is dropped.
 pub struct Federation {
     state: Arc<ServerState>,
     relationships: Mutex<BTreeMap<TrustDomain, Running>>,
@@ -234,16 +234,24 @@ impl Federation {
             stop,
             task,
         };
-        if let Some(old) = lock(&self.relationships).insert(trust_domain, running) {
-            old.abort();
+        let old = lock(&self.relationships).insert(trust_domain, running);
+        if let Some(old) = old {
+            old.stop().await;
         }
         Ok(())
     }
 
-    /// Stops fetching for `trust_domain`; the stored bundle stays. Whether it was federated.
-    pub fn remove(&self, trust_domain: &TrustDomain) -> bool {
+    /// Stops fetching for `trust_domain` and waits for its task to end, so that nothing is
+    /// stored for it afterwards; the stored bundle stays. Whether it was federated.
+    pub async fn remove(&self, trust_domain: &TrustDomain) -> bool {
         let removed = lock(&self.relationships).remove(trust_domain);
-        removed.map(Running::abort).is_some()
+        match removed {
+            Some(running) => {
+                running.stop().await;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Fetches `trust_domain`'s bundle now instead of at its next scheduled time (which is
@@ -273,7 +281,7 @@ impl Federation {
             let _ = relationship.stop.send(true);
         }
         for relationship in running {
-            let _ = relationship.task.await;
+            relationship.stop().await;
         }
     }
 }
@@ -281,17 +289,22 @@ impl Federation {
 impl Drop for Federation {
     fn drop(&mut self) {
         for (_, running) in std::mem::take(&mut *lock(&self.relationships)) {
-            running.abort();
+            running.detach();
         }
     }
 }
 
 impl Running {
-    /// Asks the task to stop at its next wait or fetch; it never stops in the middle of a
-    /// store.
-    fn abort(self) {
+    /// Asks the task to stop at its next wait or fetch (it never stops in the middle of a
+    /// store) and waits for it.
+    async fn stop(self) {
         let _ = self.stop.send(true);
-        drop(self.task);
+        let _ = self.task.await;
+    }
+
+    /// Asks the task to stop, without waiting.
+    fn detach(self) {
+        let _ = self.stop.send(true);
     }
 }
 

@@ -421,7 +421,7 @@ async fn a_stored_bundle_wins_over_bundle_path_and_refresh_now_fetches_at_once()
     assert!(federation.refresh_now(&td));
     wait_for_bundle(state, &td, "sequence 9", |b| b.sequence() == Some(9)).await;
     assert!(!federation.refresh_now(&TrustDomain::new("nobody.test").unwrap()));
-    assert!(federation.remove(&td));
+    assert!(federation.remove(&td).await);
     assert!(!federation.refresh_now(&td));
     // Removing a relationship keeps its bundle.
     assert_eq!(state.federated_bundle(&td).unwrap(), next);

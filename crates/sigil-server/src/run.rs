@@ -28,6 +28,7 @@ use crate::ca::{
 use crate::config::{Config, Datastore};
 use crate::datastore::{DataStore, DataStoreError};
 use crate::federation::endpoint::{self, EndpointError};
+use crate::federation::{Federation, FederationError};
 use crate::health::HealthServer;
 use crate::https::HttpsServer;
 use crate::oidc::{self, OidcError};
@@ -100,6 +101,9 @@ pub enum RunError {
     /// The agent API failed.
     #[error(transparent)]
     AgentApi(#[from] AgentApiError),
+    /// A federation relationship could not be set up.
+    #[error(transparent)]
+    Federation(#[from] FederationError),
     /// The agent API's address cannot be bound.
     #[error("cannot listen on bind_address {address}: {source}")]
     Bind {
@@ -213,6 +217,9 @@ pub async fn run(
         jwt_issuer: config.svid.jwt_issuer.clone(),
     };
     let state = Arc::new(ServerState::load(settings, datastore.clone(), ca).await?);
+    // A bad initial bundle stops the start, like any other config file that cannot be used.
+    let federation =
+        Federation::start(Arc::clone(&state), &config.federation.federates_with).await?;
     let rotation = tokio::spawn(rotate_forever(
         Arc::clone(&state),
         server_id.to_string(),
@@ -261,6 +268,7 @@ pub async fn run(
     let (admin, agents, ()) = tokio::join!(admin, agents, signal);
 
     rotation.abort();
+    federation.stop().await;
     if let Some(health) = health {
         health.stop().await;
     }

@@ -51,7 +51,8 @@ pub struct Config {
     pub svid: SvidConfig,
     /// `[health]`; `None`: no HTTP health listener.
     pub health: Option<HealthConfig>,
-    /// `[federation]`: the bundle endpoint is served; `federates_with` is parsed and checked.
+    /// `[federation]`: the bundle endpoint is served (`federation::endpoint`) and
+    /// `federates_with` is fetched (`federation::fetcher`).
     pub federation: FederationConfig,
     /// `[oidc_discovery]`; `None`: no OIDC discovery listener.
     pub oidc_discovery: Option<OidcDiscoveryConfig>,
@@ -244,6 +245,17 @@ pub enum RemoteProfile {
     },
 }
 
+impl FederatesWith {
+    /// A relationship with `trust_domain`, whose bundle endpoint is `url`.
+    pub fn new(trust_domain: TrustDomain, url: impl Into<String>, profile: RemoteProfile) -> Self {
+        Self {
+            trust_domain,
+            url: url.into(),
+            profile,
+        }
+    }
+}
+
 impl RemoteProfile {
     /// The config name: `https_spiffe` or `https_web`.
     pub fn as_str(&self) -> &'static str {
@@ -371,14 +383,6 @@ impl Config {
                     ),
                 });
             }
-        }
-        if !self.federation.federates_with.is_empty() {
-            warnings.push(ConfigWarning {
-                key: "federation.federates_with".to_owned(),
-                message: "parsed and checked but not acted on yet: this version does not \
-                          fetch bundles"
-                    .to_owned(),
-            });
         }
         warnings
     }

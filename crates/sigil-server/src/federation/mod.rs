@@ -1,3 +1,7 @@
-//! Federation: serving our trust bundle to other trust domains ([`endpoint`]).
+//! Federation with other trust domains (SPIFFE_Federation.md): serving our bundle
+//! ([`endpoint`]) and fetching theirs ([`fetcher`]).
 
 pub mod endpoint;
+pub mod fetcher;
+
+pub use fetcher::{BundleFetcher, Federation, FederationError, FetchError, FetchOutcome};

@@ -11,6 +11,7 @@ mod ca;
 mod config;
 mod datastore;
 mod entry_api;
+mod federation_fetcher;
 mod health;
 mod index;
 mod run;

@@ -38,7 +38,7 @@ fn id(s: &str) -> SpiffeId {
 }
 
 /// A port that was free a moment ago (the server binds it right after).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -46,12 +46,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Running {
+pub(crate) struct Running {
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), sigil_server::run::RunError>>,
 }
 
-async fn start(config: &Config) -> Running {
+pub(crate) async fn start(config: &Config) -> Running {
     let (stop, stopped) = oneshot::channel::<()>();
     let config = config.clone();
     let socket = config.admin_socket.clone();
@@ -77,7 +77,7 @@ async fn start(config: &Config) -> Running {
 }
 
 impl Running {
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         tokio::time::timeout(Duration::from_secs(60), self.task)
             .await
@@ -87,7 +87,7 @@ impl Running {
     }
 }
 
-async fn admin_channel(socket: &Path) -> Channel {
+pub(crate) async fn admin_channel(socket: &Path) -> Channel {
     let socket = socket.to_owned();
     Endpoint::from_static("http://localhost")
         .connect_with_connector(service_fn(move |_: Uri| {

@@ -557,7 +557,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A web CA and a certificate for 127.0.0.1 made by `openssl`, in `dir`: `web-ca.pem`,
 /// `web.pem`, `web.key`.
-fn web_pki(dir: &Path) {
+pub(crate) fn web_pki(dir: &Path) {
     openssl(
         dir,
         &[

@@ -214,8 +214,6 @@ impl spiffe::x509_source::SvidPicker for ByHint {
 
 #[test]
 fn two_workloads_complete_mutual_tls_with_spiffe_rustls_over_x509_sources() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let (server, agent_id) = server_and_agent_config(dir.path());
@@ -260,40 +258,51 @@ fn two_workloads_complete_mutual_tls_with_spiffe_rustls_over_x509_sources() {
             .authorize(spiffe_rustls::authorizer::exact(["spiffe://example.org/backend"]).unwrap())
             .build()
             .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_config));
-        let served = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut tls = acceptor.accept(tcp).await.unwrap();
-            let peer = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-            let mut request = [0u8; 5];
-            tls.read_exact(&mut request).await.unwrap();
-            tls.write_all(b"pong!").await.unwrap();
-            tls.shutdown().await.unwrap();
-            (peer, request)
-        });
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config));
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("backend").unwrap();
-        let mut tls = connector.connect(name, tcp).await.unwrap();
-        let server_cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-        tls.write_all(b"ping!").await.unwrap();
-        let mut answer = Vec::new();
-        tls.read_to_end(&mut answer).await.unwrap();
-        assert_eq!(answer, b"pong!");
-        let (client_cert, request) = served.await.unwrap();
-        assert_eq!(&request, b"ping!");
-        let uri = |der: &[u8]| {
-            sigil_spiffe::tls::peer_spiffe_id(Some(&[rustls::pki_types::CertificateDer::from(
-                der.to_vec(),
-            )]))
-            .unwrap()
-            .to_string()
-        };
-        assert_eq!(uri(&server_cert), "spiffe://example.org/backend");
-        assert_eq!(uri(&client_cert), "spiffe://example.org/frontend");
+        let (seen_by_server, seen_by_client) = tls_exchange(server_config, client_config).await;
+        assert_eq!(seen_by_server, "spiffe://example.org/frontend");
+        assert_eq!(seen_by_client, "spiffe://example.org/backend");
     });
     agent.terminate();
     drop(server);
+}
+
+/// A TLS connection on loopback between `server` and `client`, a ping and a pong through it;
+/// returns the SPIFFE IDs each side saw in the other's certificate (server's view first).
+pub(crate) async fn tls_exchange(
+    server: rustls::ServerConfig,
+    client: rustls::ClientConfig,
+) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let uri = |der: &rustls::pki_types::CertificateDer<'_>| {
+        sigil_spiffe::tls::peer_spiffe_id(Some(&[der.clone().into_owned()]))
+            .unwrap()
+            .to_string()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let served = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let peer = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        let mut request = [0u8; 5];
+        tls.read_exact(&mut request).await.unwrap();
+        assert_eq!(&request, b"ping!");
+        tls.write_all(b"pong!").await.unwrap();
+        tls.shutdown().await.unwrap();
+        peer
+    });
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // SPIFFE authenticates IDs; the name only has to be well formed.
+    let name = rustls::pki_types::ServerName::try_from("workload").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let server_cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    tls.write_all(b"ping!").await.unwrap();
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(answer, b"pong!");
+    let client_cert = served.await.unwrap();
+    (uri(&client_cert), uri(&server_cert))
 }

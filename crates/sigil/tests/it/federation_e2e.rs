@@ -94,9 +94,23 @@ async fn wait_for_federated_bundle(endpoint: &str, peer: &str) {
     panic!("the {peer} bundle never reached the workload at {endpoint}");
 }
 
-#[test]
-fn workloads_of_two_federated_trust_domains_authenticate_each_other() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+/// Two federated domains running: servers, agents, one workload entry each.
+struct Domains {
+    agent_a: Agent,
+    agent_b: Agent,
+    // Held for their lifetimes (fields drop in order: the servers are killed, then the
+    // directories go).
+    _server_a: Server,
+    _server_b: Server,
+    _a_dir: tempfile::TempDir,
+    _b_dir: tempfile::TempDir,
+    client_id: String,
+    server_id: String,
+}
+
+/// Starts `a.test` (with `a_extra` in its server config, such as a short CA lifetime) and
+/// `b.test`, federated both ways, each with an agent and a workload entry for this uid.
+fn federated_domains(a_extra: &str) -> Domains {
     let a_dir = tempfile::tempdir().unwrap();
     let b_dir = tempfile::tempdir().unwrap();
     let (a, b) = (a_dir.path(), b_dir.path());
@@ -110,7 +124,7 @@ fn workloads_of_two_federated_trust_domains_authenticate_each_other() {
         "a.test",
         a_port,
         &format!(
-            "[federation.bundle_endpoint]\nbind_address = \"127.0.0.1:{a_endpoint}\"\n\
+            "{a_extra}[federation.bundle_endpoint]\nbind_address = \"127.0.0.1:{a_endpoint}\"\n\
              profile = \"https_spiffe\"\nrefresh_hint = \"1s\"\n\
              [[federation.federates_with]]\ntrust_domain = \"b.test\"\n\
              url = \"https://127.0.0.1:{b_endpoint}/\"\nprofile = \"https_web\"\n\
@@ -143,34 +157,54 @@ fn workloads_of_two_federated_trust_domains_authenticate_each_other() {
     let server_id = agent_and_workload(&server_b, b, "b.test", b_port, "server", "a.test");
     let agent_a = Agent::start(a);
     let agent_b = Agent::start(b);
-    let (endpoint_a, endpoint_b) = (agent_a.endpoint(), agent_b.endpoint());
+    Domains {
+        _a_dir: a_dir,
+        _b_dir: b_dir,
+        agent_a,
+        agent_b,
+        _server_a: server_a,
+        _server_b: server_b,
+        client_id,
+        server_id,
+    }
+}
 
+/// spiffe-rustls mTLS between A's workload (client) and B's (server), fresh sources.
+async fn mtls_across(domains: &Domains) {
+    let source = |endpoint: String| async move {
+        spiffe::X509Source::builder()
+            .endpoint(&endpoint)
+            .build()
+            .await
+            .unwrap()
+    };
+    let server_config = spiffe_rustls::mtls_server(source(domains.agent_b.endpoint()).await)
+        .authorize(spiffe_rustls::authorizer::exact([domains.client_id.as_str()]).unwrap())
+        .build()
+        .unwrap();
+    let client_config = spiffe_rustls::mtls_client(source(domains.agent_a.endpoint()).await)
+        .authorize(spiffe_rustls::authorizer::exact([domains.server_id.as_str()]).unwrap())
+        .build()
+        .unwrap();
+    let (seen_by_server, seen_by_client) =
+        crate::workloads::tls_exchange(server_config, client_config).await;
+    assert_eq!(seen_by_server, domains.client_id);
+    assert_eq!(seen_by_client, domains.server_id);
+}
+
+#[test]
+fn workloads_of_two_federated_trust_domains_authenticate_each_other() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let domains = federated_domains("");
+    let (endpoint_a, endpoint_b) = (domains.agent_a.endpoint(), domains.agent_b.endpoint());
+    let (client_id, server_id) = (domains.client_id.clone(), domains.server_id.clone());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         wait_for_federated_bundle(&endpoint_a, "b.test").await;
         wait_for_federated_bundle(&endpoint_b, "a.test").await;
-
         // Mutual TLS across the trust domains, each side trusting the other's bundle only
         // because its entry federates with it.
-        let source = |endpoint: String| async move {
-            spiffe::X509Source::builder()
-                .endpoint(&endpoint)
-                .build()
-                .await
-                .unwrap()
-        };
-        let server_config = spiffe_rustls::mtls_server(source(endpoint_b.clone()).await)
-            .authorize(spiffe_rustls::authorizer::exact([client_id.as_str()]).unwrap())
-            .build()
-            .unwrap();
-        let client_config = spiffe_rustls::mtls_client(source(endpoint_a.clone()).await)
-            .authorize(spiffe_rustls::authorizer::exact([server_id.as_str()]).unwrap())
-            .build()
-            .unwrap();
-        let (seen_by_server, seen_by_client) =
-            crate::workloads::tls_exchange(server_config, client_config).await;
-        assert_eq!(seen_by_server, client_id);
-        assert_eq!(seen_by_client, server_id);
+        mtls_across(&domains).await;
 
         // A JWT-SVID of A's workload, for B's workload: B's agent validates it, and so does the
         // spiffe crate offline with the federated JWT bundle B's agent hands out.
@@ -191,7 +225,77 @@ fn workloads_of_two_federated_trust_domains_authenticate_each_other() {
         let expected: SpiffeId = client_id.parse().unwrap();
         assert_eq!(offline.spiffe_id(), &expected);
     });
+    let Domains {
+        agent_a, agent_b, ..
+    } = domains;
     agent_a.terminate();
     agent_b.terminate();
-    drop((server_a, server_b));
+}
+
+#[test]
+fn a_peer_ca_rotation_reaches_the_other_domain_with_no_operator_action() {
+    use tokio_stream::StreamExt;
+
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // A's CA lives a minute: the next one is published after about half of it.
+    let domains = federated_domains(
+        "[ca]\nttl = \"1m\"\n[svid]\ndefault_x509_ttl = \"10s\"\ndefault_jwt_ttl = \"10s\"\n",
+    );
+    let a_td = TrustDomain::new("a.test").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        wait_for_federated_bundle(&domains.agent_a.endpoint(), "b.test").await;
+        wait_for_federated_bundle(&domains.agent_b.endpoint(), "a.test").await;
+        mtls_across(&domains).await;
+        // B's workload keeps a stream open; A's bundle as B's workload first sees it.
+        let in_b = WorkloadApiClient::connect_to(domains.agent_b.endpoint())
+            .await
+            .unwrap();
+        let mut stream = in_b.stream_x509_contexts().await.unwrap();
+        let first = stream.next().await.unwrap().unwrap();
+        let before = first.bundle_set().get(&a_td).unwrap().authorities().len();
+        // A's CA rotates: B's stream must carry a bigger a.test bundle (the prepared CA)
+        // without anyone touching B.
+        loop {
+            let context = tokio::time::timeout(std::time::Duration::from_secs(120), stream.next())
+                .await
+                .expect("no new a.test bundle within two minutes")
+                .unwrap()
+                .unwrap();
+            if context.bundle_set().get(&a_td).unwrap().authorities().len() > before {
+                break;
+            }
+        }
+        // Once A signs with the new CA, mTLS across the domains still works.
+        let in_a = WorkloadApiClient::connect_to(domains.agent_a.endpoint())
+            .await
+            .unwrap();
+        let first_issuer = issuer_of(&in_a).await;
+        for _ in 0..POLLS * 2 {
+            if issuer_of(&in_a).await != first_issuer {
+                break;
+            }
+            tokio::time::sleep(POLL_PAUSE).await;
+        }
+        assert_ne!(
+            issuer_of(&in_a).await,
+            first_issuer,
+            "A's workload never got the new CA"
+        );
+        mtls_across(&domains).await;
+    });
+    let Domains {
+        agent_a, agent_b, ..
+    } = domains;
+    agent_a.terminate();
+    agent_b.terminate();
+}
+
+/// The issuer name (DER) of the default SVID's leaf, as A's workload gets it now.
+async fn issuer_of(client: &WorkloadApiClient) -> Vec<u8> {
+    use x509_parser::prelude::FromDer;
+    let svid = client.fetch_x509_svid().await.unwrap();
+    let leaf = svid.cert_chain()[0].as_ref().to_vec();
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&leaf).unwrap();
+    cert.issuer().as_raw().to_vec()
 }

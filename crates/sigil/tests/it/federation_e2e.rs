@@ -225,6 +225,7 @@ fn workloads_of_two_federated_trust_domains_authenticate_each_other() {
         let expected: SpiffeId = client_id.parse().unwrap();
         assert_eq!(offline.spiffe_id(), &expected);
     });
+    openssl_mtls_across(&domains);
     let Domains {
         agent_a, agent_b, ..
     } = domains;
@@ -298,4 +299,100 @@ async fn issuer_of(client: &WorkloadApiClient) -> Vec<u8> {
     let leaf = svid.cert_chain()[0].as_ref().to_vec();
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&leaf).unwrap();
     cert.issuer().as_raw().to_vec()
+}
+
+/// The files `sigil fetch x509 --write` makes for each workload feed `openssl s_server` (B)
+/// and `openssl s_client` (A), which verify each other against the federated bundle files.
+fn openssl_mtls_across(domains: &Domains) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let files = tempfile::tempdir().unwrap();
+    for (name, agent) in [("a", &domains.agent_a), ("b", &domains.agent_b)] {
+        let dir = files.path().join(name);
+        let out = crate::sigil(&[
+            "fetch",
+            "x509",
+            "--socket",
+            &format!("unix://{}", agent.socket.display()),
+            "--write",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // One federated trust domain each: the peer's bundle is federated_bundle.0.0.pem.
+        assert!(dir.join("federated_bundle.0.0.pem").exists());
+    }
+    let (a, b) = (files.path().join("a"), files.path().join("b"));
+    let port = free_port();
+    let mut server = Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-Verify",
+            "1",
+            "-verify_return_error",
+        ])
+        .args(["-accept", &format!("127.0.0.1:{port}")])
+        .arg("-cert")
+        .arg(b.join("svid.0.pem"))
+        .arg("-key")
+        .arg(b.join("svid.0.key"))
+        .arg("-CAfile")
+        .arg(b.join("federated_bundle.0.0.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..POLLS {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+    let mut client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-ign_eof",
+            "-verify_return_error",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("-cert")
+        .arg(a.join("svid.0.pem"))
+        .arg("-key")
+        .arg(a.join("svid.0.key"))
+        .arg("-CAfile")
+        .arg(a.join("federated_bundle.0.0.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let out = client.wait_with_output().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(ready, "openssl s_server did not start");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Verify return code: 0 (ok)"), "{stdout}");
+    // s_server -www answers only once it has verified the client's certificate.
+    assert!(stdout.contains("200 ok"), "{stdout}");
 }

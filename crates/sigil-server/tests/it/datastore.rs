@@ -1166,8 +1166,13 @@ async fn federation_relationships_create_get_list_update_delete(ctx: Ctx) {
         vec![a2.clone(), b2]
     );
 
-    s.delete_federation_relationship(&td("b.test")).await.unwrap();
-    assert_eq!(s.federation_relationship(&td("b.test")).await.unwrap(), None);
+    s.delete_federation_relationship(&td("b.test"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.federation_relationship(&td("b.test")).await.unwrap(),
+        None
+    );
     assert_eq!(s.list_federation_relationships().await.unwrap(), vec![a2]);
 
     let events = s.events_after(after, 100).await.unwrap();
@@ -1250,6 +1255,9 @@ async fn version_1_database_is_migrated_to_federation_relationships(ctx: Ctx) {
     assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
     let b = spiffe_relationship("b.test", "https://b.test/");
     store.create_federation_relationship(&b).await.unwrap();
-    assert_eq!(store.list_federation_relationships().await.unwrap(), vec![b]);
+    assert_eq!(
+        store.list_federation_relationships().await.unwrap(),
+        vec![b]
+    );
     store.close().await;
 }

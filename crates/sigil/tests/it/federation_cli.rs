@@ -121,7 +121,7 @@ fn relationships_made_with_the_cli_fetch_survive_a_restart_refresh_and_delete() 
     let listed = json(&server_b.cli(&["federation", "list", "--output", "json"]));
     assert_eq!(
         listed,
-        serde_json::json!({ "relationships": [expected.clone()] })
+        serde_json::json!({ "relationships": [expected] })
     );
     let shown = json(&server_b.cli(&[
         "federation",
@@ -169,7 +169,7 @@ fn relationships_made_with_the_cli_fetch_survive_a_restart_refresh_and_delete() 
     let listed = json(&server_b.cli(&["federation", "list", "--output", "json"]));
     assert_eq!(
         listed,
-        serde_json::json!({ "relationships": [expected.clone()] })
+        serde_json::json!({ "relationships": [expected] })
     );
     let refreshed = server_b.cli(&["federation", "refresh", "--trust-domain", "a.test"]);
     assert_eq!(

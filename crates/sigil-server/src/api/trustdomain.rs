@@ -184,7 +184,18 @@ impl TrustDomainApi {
             .await
             .map_err(|e| status::datastore(&e))?;
         let stored = to_wire(&checked.relationship, false);
-        self.start(checked).await?;
+        if let Err(error) = self.start(checked).await {
+            // An item answered with an error must not come back at the next start.
+            if let Err(undo) = self
+                .state
+                .datastore()
+                .delete_federation_relationship(&trust_domain)
+                .await
+            {
+                tracing::error!(%trust_domain, error = %undo, "cannot undo a failed create");
+            }
+            return Err(error);
+        }
         tracing::info!(%trust_domain, "federation relationship created");
         Ok(stored)
     }

@@ -119,10 +119,7 @@ fn relationships_made_with_the_cli_fetch_survive_a_restart_refresh_and_delete() 
     assert_eq!(created, expected);
     wait_for_fetched(&server_b);
     let listed = json(&server_b.cli(&["federation", "list", "--output", "json"]));
-    assert_eq!(
-        listed,
-        serde_json::json!({ "relationships": [expected] })
-    );
+    assert_eq!(listed, serde_json::json!({ "relationships": [expected] }));
     let shown = json(&server_b.cli(&[
         "federation",
         "show",
@@ -167,10 +164,7 @@ fn relationships_made_with_the_cli_fetch_survive_a_restart_refresh_and_delete() 
     assert!(server_b.terminate().success());
     let server_b = Server::start(b);
     let listed = json(&server_b.cli(&["federation", "list", "--output", "json"]));
-    assert_eq!(
-        listed,
-        serde_json::json!({ "relationships": [expected] })
-    );
+    assert_eq!(listed, serde_json::json!({ "relationships": [expected] }));
     let refreshed = server_b.cli(&["federation", "refresh", "--trust-domain", "a.test"]);
     assert_eq!(
         refreshed.status.code(),

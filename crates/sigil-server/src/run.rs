@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sigil_core::server_spiffe_id;
+use sigil_proto::server::v1::trust_domain_server::TrustDomainServer;
 use sigil_spiffe::SpiffeIdError;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
@@ -25,7 +26,7 @@ use crate::ca::{
     CaError, CaEvent, CaSettings, CertificateAuthority, DiskKeyManager, KeyManagerError,
     UpstreamError, upstream,
 };
-use crate::config::{Config, Datastore};
+use crate::config::{Config, Datastore, FederatesWith};
 use crate::datastore::{DataStore, DataStoreError};
 use crate::federation::endpoint::{self, EndpointError};
 use crate::federation::{Federation, FederationError};
@@ -219,7 +220,8 @@ pub async fn run(
     let state = Arc::new(ServerState::load(settings, datastore.clone(), ca).await?);
     // A bad initial bundle stops the start, like any other config file that cannot be used.
     let federation =
-        Federation::start(Arc::clone(&state), &config.federation.federates_with).await?;
+        Arc::new(Federation::start(Arc::clone(&state), &config.federation.federates_with).await?);
+    start_stored_relationships(&datastore, &federation, &config.federation.federates_with).await?;
     let rotation = tokio::spawn(rotate_forever(
         Arc::clone(&state),
         server_id.to_string(),
@@ -250,7 +252,15 @@ pub async fn run(
         let _ = stop.wait_for(|stopping| *stopping).await;
     };
     let admin = tonic::transport::Server::builder()
-        .add_routes(api::admin_routes(&state))
+        .add_routes(
+            api::admin_routes(&state).add_service(TrustDomainServer::new(
+                api::TrustDomainApi::new(
+                    Arc::clone(&state),
+                    Arc::clone(&federation),
+                    config.federation.federates_with.clone(),
+                ),
+            )),
+        )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop.clone()));
     let agents = agent_api::serve_as(
         Arc::clone(&state),
@@ -282,6 +292,30 @@ pub async fn run(
     admin?;
     agents?;
     tracing::info!("sigil server stopped");
+    Ok(())
+}
+
+/// Starts the relationships made through the admin API. One that the config file also names
+/// is skipped: the config file wins, since the API refuses to create such a relationship and
+/// the overlap can only come from a config edited afterwards.
+async fn start_stored_relationships(
+    datastore: &DataStore,
+    federation: &Federation,
+    configured: &[FederatesWith],
+) -> Result<(), RunError> {
+    for relationship in datastore.list_federation_relationships().await? {
+        let trust_domain = relationship.trust_domain.clone();
+        if configured.iter().any(|r| r.trust_domain == trust_domain) {
+            tracing::warn!(
+                %trust_domain,
+                "federation relationship in both the config file and the datastore: \
+                 the config file's is used"
+            );
+            continue;
+        }
+        federation.add(relationship).await?;
+        tracing::info!(%trust_domain, "federation relationship started from the datastore");
+    }
     Ok(())
 }
 

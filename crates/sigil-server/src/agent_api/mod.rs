@@ -14,6 +14,7 @@ mod peer;
 mod ratelimit;
 mod svid;
 mod sync;
+mod trustdomain;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use sigil_proto::server::v1 as pb;
 use sigil_proto::server::v1::agent_server::AgentServer;
 use sigil_proto::server::v1::entry_server::EntryServer;
 use sigil_proto::server::v1::svid_server::SvidServer;
+use sigil_proto::server::v1::trust_domain_server::TrustDomainServer;
 use sigil_spiffe::tls::{TlsError, server_config_client_optional};
 use sigil_spiffe::x509::IssuedX509Svid;
 use sigil_spiffe::{Authorizer, Bundle};
@@ -112,6 +114,7 @@ pub async fn serve_as(
         )))
         .add_service(EntryServer::new(SyncEndpoint::new(Arc::clone(&state))))
         .add_service(SvidServer::new(SvidEndpoint::new(Arc::clone(&state))))
+        .add_service(TrustDomainServer::new(trustdomain::TrustDomainDenied))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     Ok(served?)

@@ -156,7 +156,7 @@ fn to_wire(bundle: &Bundle) -> Result<pb::TrustBundle, Status> {
 
 /// A trust domain as a bare name or as `spiffe://<name>`; an ID with a path is refused, since
 /// it names a workload, not a trust domain.
-fn parse_trust_domain(input: &str) -> Result<TrustDomain, Status> {
+pub(super) fn parse_trust_domain(input: &str) -> Result<TrustDomain, Status> {
     let bad = |reason: String| {
         Status::invalid_argument(format!(
             "trust_domain {input:?} is not a trust domain: {reason}"

@@ -1,5 +1,6 @@
 //! The gRPC services of the server: the admin services served on the admin Unix socket
-//! ([`admin_routes`]). The agent API is in [`crate::agent_api`].
+//! ([`admin_routes`], plus [`TrustDomainApi`], which `run` adds since it needs the running
+//! federation fetchers). The agent API is in [`crate::agent_api`].
 
 pub mod agent_admin;
 pub mod bundle;
@@ -7,6 +8,7 @@ pub mod entry;
 pub mod health;
 pub mod status;
 pub mod svid_admin;
+pub mod trustdomain;
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ pub use bundle::BundleApi;
 pub use entry::EntryApi;
 pub use health::HealthApi;
 pub use svid_admin::SvidAdminApi;
+pub use trustdomain::TrustDomainApi;
 
 use crate::state::ServerState;
 

@@ -30,10 +30,16 @@ pub enum EventKind {
     BundleUpdated,
     /// A bundle was deleted; the key is the trust domain.
     BundleDeleted,
+    /// A federation relationship was created; the key is its trust domain.
+    FederationRelationshipCreated,
+    /// A federation relationship was replaced; the key is its trust domain.
+    FederationRelationshipUpdated,
+    /// A federation relationship was deleted; the key is its trust domain.
+    FederationRelationshipDeleted,
 }
 
 impl EventKind {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 12] = [
         Self::EntryCreated,
         Self::EntryUpdated,
         Self::EntryDeleted,
@@ -43,6 +49,9 @@ impl EventKind {
         Self::BundleCreated,
         Self::BundleUpdated,
         Self::BundleDeleted,
+        Self::FederationRelationshipCreated,
+        Self::FederationRelationshipUpdated,
+        Self::FederationRelationshipDeleted,
     ];
 
     /// The name stored in the `kind` column.
@@ -57,6 +66,9 @@ impl EventKind {
             Self::BundleCreated => "bundle_created",
             Self::BundleUpdated => "bundle_updated",
             Self::BundleDeleted => "bundle_deleted",
+            Self::FederationRelationshipCreated => "federation_relationship_created",
+            Self::FederationRelationshipUpdated => "federation_relationship_updated",
+            Self::FederationRelationshipDeleted => "federation_relationship_deleted",
         }
     }
 }

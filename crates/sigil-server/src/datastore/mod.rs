@@ -1,5 +1,6 @@
 //! The server's SQL datastore: bundles, attested nodes, registration entries, join tokens, the
-//! CA journal and the change feed (`events`), on SQLite, PostgreSQL or MySQL/MariaDB.
+//! CA journal, federation relationships and the change feed (`events`), on SQLite, PostgreSQL
+//! or MySQL/MariaDB.
 //!
 //! One code path serves the three backends through sqlx's `Any` driver with runtime queries.
 //! Queries are written with `?` placeholders; [`DataStore::sql`] rewrites them to `$1, $2, ...`
@@ -16,6 +17,7 @@
 mod bundle;
 mod entry;
 mod event;
+mod federation;
 mod node;
 mod schema;
 mod token;
@@ -81,6 +83,14 @@ pub enum DataStoreError {
         /// Its trust domain.
         trust_domain: String,
         /// Why the document could not be written.
+        reason: String,
+    },
+    /// A federation relationship that cannot be stored.
+    #[error("federation relationship with {trust_domain} cannot be stored: {reason}")]
+    InvalidRelationship {
+        /// Its trust domain.
+        trust_domain: String,
+        /// Why.
         reason: String,
     },
     /// The URL names no supported backend.

@@ -9,11 +9,18 @@ use super::{Backend, DataStore, DataStoreError, Result};
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// One migration per version, in order: (SQLite, PostgreSQL, MySQL).
-const MIGRATIONS: &[(&str, &str, &str)] = &[(
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-    include_str!("../../migrations/postgres/0001_initial.sql"),
-    include_str!("../../migrations/mysql/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(&str, &str, &str)] = &[
+    (
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+        include_str!("../../migrations/mysql/0001_initial.sql"),
+    ),
+    (
+        include_str!("../../migrations/sqlite/0002_federation_relationships.sql"),
+        include_str!("../../migrations/postgres/0002_federation_relationships.sql"),
+        include_str!("../../migrations/mysql/0002_federation_relationships.sql"),
+    ),
+];
 
 /// Brings the schema up to [`SCHEMA_VERSION`], or refuses a newer one. Servers sharing a
 /// database may start together: PostgreSQL and MySQL migrate under a database lock, SQLite

@@ -581,9 +581,9 @@ pub fn check_bundle(trust_domain: &TrustDomain, bundle: Bundle) -> Result<Bundle
     Ok(bundle)
 }
 
-/// A bundle file: a SPIFFE bundle document when it starts with `{`, PEM certificates
-/// otherwise.
-fn read_bundle_file(trust_domain: &TrustDomain, bytes: &[u8]) -> Result<Bundle, FetchError> {
+/// A bundle file, or an initial bundle sent to the admin API: a SPIFFE bundle document when it
+/// starts with `{`, PEM certificates otherwise.
+pub fn read_bundle_file(trust_domain: &TrustDomain, bytes: &[u8]) -> Result<Bundle, FetchError> {
     let document = bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())

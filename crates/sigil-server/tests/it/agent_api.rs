@@ -13,6 +13,7 @@ use sigil_proto::server::v1::attest_agent_response::Step as ResponseStep;
 use sigil_proto::server::v1::entry_client::EntryClient;
 use sigil_proto::server::v1::svid_client::SvidClient;
 use sigil_proto::server::v1::sync_authorized_entries_response::Update;
+use sigil_proto::server::v1::trust_domain_client::TrustDomainClient;
 use sigil_server::agent_api::{self, AgentApiOptions};
 use sigil_server::state::ServerState;
 use sigil_spiffe::tls::TlsMaterial;
@@ -426,11 +427,37 @@ async fn calls_without_an_attested_agent_svid_are_denied() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = EntryClient::new(channel)
+    let status = EntryClient::new(channel.clone())
         .list_entries(pb::ListEntriesRequest::default())
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
+    let mut trust_domain = TrustDomainClient::new(channel);
+    let status = trust_domain
+        .list_federation_relationships(pb::ListFederationRelationshipsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = trust_domain
+        .batch_create_federation_relationship(pb::BatchCreateFederationRelationshipRequest {
+            relationships: vec![pb::FederationRelationship {
+                trust_domain: "b.test".into(),
+                bundle_endpoint_url: "https://b.test/".into(),
+                profile: "https_web".into(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        f.state
+            .datastore()
+            .list_federation_relationships()
+            .await
+            .unwrap()
+            .is_empty()
+    );
     f.stop().await;
 }
 

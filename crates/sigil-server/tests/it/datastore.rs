@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sigil_core::{AttestedNode, EntryId, JoinToken, RegistrationEntry, Selector, SelectorSet};
+use sigil_server::config::{FederatesWith, RemoteProfile};
 use sigil_server::datastore::{
     DataStore, DataStoreError, EntryFilter, Event, EventKind, NodeFilter, SCHEMA_VERSION,
 };
@@ -202,6 +203,9 @@ suite!(
     schema_newer_than_the_build_is_refused,
     servers_starting_together_migrate_once,
     reopen_keeps_data,
+    federation_relationships_create_get_list_update_delete,
+    federation_relationship_errors_change_nothing,
+    version_1_database_is_migrated_to_federation_relationships,
 );
 
 fn td(name: &str) -> TrustDomain {
@@ -1041,12 +1045,15 @@ async fn servers_starting_together_migrate_once(ctx: Ctx) {
         stores.push(open.await.unwrap().unwrap());
     }
     let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
-    let versions: Vec<(i64,)> = sqlx::query_as("SELECT version FROM schema_version")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+    let versions: Vec<(i64,)> =
+        sqlx::query_as("SELECT version FROM schema_version ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
     conn.close().await.unwrap();
-    assert_eq!(versions, vec![(SCHEMA_VERSION,)]);
+    // Each version recorded once.
+    let expected: Vec<(i64,)> = (1..=SCHEMA_VERSION).map(|v| (v,)).collect();
+    assert_eq!(versions, expected);
     stores[0]
         .create_entry(&entry(
             "e1",
@@ -1112,4 +1119,145 @@ async fn unsupported_urls_are_refused() {
         .unwrap_err();
     assert!(matches!(err, DataStoreError::UnsupportedUrl(_)), "{err}");
     assert!(!err.to_string().contains("secret"), "{err}");
+}
+
+fn spiffe_relationship(name: &str, url: &str) -> FederatesWith {
+    FederatesWith::new(
+        td(name),
+        url,
+        RemoteProfile::HttpsSpiffe {
+            endpoint_spiffe_id: id(&format!("spiffe://{name}/sigil/server")),
+            bundle_path: None,
+        },
+    )
+}
+
+fn web_relationship(name: &str, url: &str) -> FederatesWith {
+    FederatesWith::new(td(name), url, RemoteProfile::HttpsWeb { ca_file: None })
+}
+
+async fn federation_relationships_create_get_list_update_delete(ctx: Ctx) {
+    let s = &ctx.store;
+    let after = s.latest_event_id().await.unwrap();
+    let b = spiffe_relationship("b.test", "https://b.test:8443/");
+    let a = web_relationship("a.test", "https://a.test/bundle");
+    s.create_federation_relationship(&b).await.unwrap();
+    s.create_federation_relationship(&a).await.unwrap();
+    assert_eq!(
+        s.federation_relationship(&td("b.test")).await.unwrap(),
+        Some(b.clone())
+    );
+    assert_eq!(
+        s.list_federation_relationships().await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+
+    // Update replaces every field, the profile included.
+    let b2 = web_relationship("b.test", "https://b.example.com/");
+    s.update_federation_relationship(&b2).await.unwrap();
+    assert_eq!(
+        s.federation_relationship(&td("b.test")).await.unwrap(),
+        Some(b2.clone())
+    );
+    let a2 = spiffe_relationship("a.test", "https://a.test:9443/");
+    s.update_federation_relationship(&a2).await.unwrap();
+    assert_eq!(
+        s.list_federation_relationships().await.unwrap(),
+        vec![a2.clone(), b2]
+    );
+
+    s.delete_federation_relationship(&td("b.test"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.federation_relationship(&td("b.test")).await.unwrap(),
+        None
+    );
+    assert_eq!(s.list_federation_relationships().await.unwrap(), vec![a2]);
+
+    let events = s.events_after(after, 100).await.unwrap();
+    assert_eq!(
+        kinds(&events),
+        vec![
+            (EventKind::FederationRelationshipCreated, "b.test"),
+            (EventKind::FederationRelationshipCreated, "a.test"),
+            (EventKind::FederationRelationshipUpdated, "b.test"),
+            (EventKind::FederationRelationshipUpdated, "a.test"),
+            (EventKind::FederationRelationshipDeleted, "b.test"),
+        ]
+    );
+    // A reopened store reads the same relationships.
+    let reopened = ctx.reopen().await.unwrap();
+    assert_eq!(
+        reopened.list_federation_relationships().await.unwrap(),
+        s.list_federation_relationships().await.unwrap()
+    );
+    reopened.close().await;
+}
+
+async fn federation_relationship_errors_change_nothing(ctx: Ctx) {
+    let s = &ctx.store;
+    let b = spiffe_relationship("b.test", "https://b.test/");
+    s.create_federation_relationship(&b).await.unwrap();
+    let after = s.latest_event_id().await.unwrap();
+
+    let err = s
+        .create_federation_relationship(&web_relationship("b.test", "https://other/"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DataStoreError::AlreadyExists { key, .. } if key == "b.test"),
+        "create over an existing one"
+    );
+    let err = s
+        .update_federation_relationship(&web_relationship("c.test", "https://c.test/"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DataStoreError::NotFound { key, .. } if key == "c.test"));
+    let err = s
+        .delete_federation_relationship(&td("c.test"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DataStoreError::NotFound { .. }));
+    // A file path of a config file is not something the store keeps.
+    let with_path = FederatesWith::new(
+        td("d.test"),
+        "https://d.test/",
+        RemoteProfile::HttpsWeb {
+            ca_file: Some("/etc/ca.pem".into()),
+        },
+    );
+    let err = s
+        .create_federation_relationship(&with_path)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("ca_file"),
+        "the error names the field: {err}"
+    );
+
+    assert_eq!(s.list_federation_relationships().await.unwrap(), vec![b]);
+    assert!(s.events_after(after, 100).await.unwrap().is_empty());
+}
+
+async fn version_1_database_is_migrated_to_federation_relationships(ctx: Ctx) {
+    // Bring the database back to what a version-1 build left: no table, version 1 recorded.
+    ctx.store.close().await;
+    let mut conn = sqlx::AnyConnection::connect(&ctx.url).await.unwrap();
+    for statement in [
+        "DROP TABLE federation_relationships",
+        "DELETE FROM schema_version WHERE version > 1",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    let store = ctx.reopen().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    let b = spiffe_relationship("b.test", "https://b.test/");
+    store.create_federation_relationship(&b).await.unwrap();
+    assert_eq!(
+        store.list_federation_relationships().await.unwrap(),
+        vec![b]
+    );
+    store.close().await;
 }

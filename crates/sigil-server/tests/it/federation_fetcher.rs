@@ -37,9 +37,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::support;
 
 /// Hang guard for every wait.
-const PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
-fn install_provider() {
+pub(crate) fn install_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
@@ -51,7 +51,7 @@ fn endpoint_id() -> SpiffeId {
     "spiffe://peer.test/bundle-endpoint".parse().unwrap()
 }
 
-fn new_ca(trust_domain: &TrustDomain) -> X509Authority {
+pub(crate) fn new_ca(trust_domain: &TrustDomain) -> X509Authority {
     let now = SystemTime::now();
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
     X509Authority::self_signed(
@@ -65,7 +65,7 @@ fn new_ca(trust_domain: &TrustDomain) -> X509Authority {
     .unwrap()
 }
 
-fn new_svid(ca: &X509Authority, id: &SpiffeId) -> X509Svid {
+pub(crate) fn new_svid(ca: &X509Authority, id: &SpiffeId) -> X509Svid {
     let now = SystemTime::now();
     let key = PrivateKey::generate(KeyType::EcP256).unwrap();
     let issued = ca
@@ -82,7 +82,7 @@ fn new_svid(ca: &X509Authority, id: &SpiffeId) -> X509Svid {
 }
 
 /// A bundle of `trust_domain` holding `cas`, with a sequence and a one-second hint.
-fn bundle(trust_domain: &TrustDomain, cas: &[&X509Authority], sequence: u64) -> Bundle {
+pub(crate) fn bundle(trust_domain: &TrustDomain, cas: &[&X509Authority], sequence: u64) -> Bundle {
     let x509 = X509Bundle::from_authorities(
         trust_domain.clone(),
         cas.iter().map(|ca| ca.certificate().clone()),
@@ -93,12 +93,12 @@ fn bundle(trust_domain: &TrustDomain, cas: &[&X509Authority], sequence: u64) -> 
     bundle
 }
 
-fn document(bundle: &Bundle) -> Vec<u8> {
+pub(crate) fn document(bundle: &Bundle) -> Vec<u8> {
     bundle.to_document().unwrap().into_bytes()
 }
 
 /// A bundle endpoint on loopback: answers every GET with the current reply.
-struct Endpoint {
+pub(crate) struct Endpoint {
     address: SocketAddr,
     tls: Arc<ServerConfig>,
     reply: Arc<Mutex<(StatusCode, Vec<u8>)>>,
@@ -120,7 +120,7 @@ impl Endpoint {
         endpoint
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("https://{}/bundle", self.address)
     }
 
@@ -156,16 +156,16 @@ impl Endpoint {
         }));
     }
 
-    fn reply(&self, status: StatusCode, body: Vec<u8>) {
+    pub(crate) fn reply(&self, status: StatusCode, body: Vec<u8>) {
         *self.reply.lock().unwrap() = (status, body);
     }
 
-    fn serve_document(&self, bundle: &Bundle) {
+    pub(crate) fn serve_document(&self, bundle: &Bundle) {
         self.reply(StatusCode::OK, document(bundle));
     }
 
     /// Closes the port: connections are refused until [`up`](Self::up).
-    async fn down(&mut self) {
+    pub(crate) async fn down(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
@@ -179,7 +179,7 @@ impl Endpoint {
     }
 
     /// Waits until `count` more connections have been accepted.
-    async fn wait_connections(&self, count: usize) {
+    pub(crate) async fn wait_connections(&self, count: usize) {
         let target = self.connections.load(Ordering::SeqCst) + count;
         tokio::time::timeout(PATIENCE, async {
             while self.connections.load(Ordering::SeqCst) < target {
@@ -192,7 +192,7 @@ impl Endpoint {
 }
 
 /// An `https_spiffe` endpoint presenting `svid`, swappable through the returned material.
-async fn spiffe_endpoint(svid: &X509Svid, own: Bundle) -> (Endpoint, Arc<TlsMaterial>) {
+pub(crate) async fn spiffe_endpoint(svid: &X509Svid, own: Bundle) -> (Endpoint, Arc<TlsMaterial>) {
     let mut bundles = BundleSet::new();
     bundles.insert(own);
     let material = Arc::new(TlsMaterial::new(svid, bundles).unwrap());
@@ -201,7 +201,7 @@ async fn spiffe_endpoint(svid: &X509Svid, own: Bundle) -> (Endpoint, Arc<TlsMate
     (Endpoint::start(config).await, material)
 }
 
-async fn wait_for_bundle(
+pub(crate) async fn wait_for_bundle(
     state: &ServerState,
     trust_domain: &TrustDomain,
     what: &str,

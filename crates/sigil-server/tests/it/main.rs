@@ -17,4 +17,5 @@ mod index;
 mod run;
 mod support;
 mod svid_admin;
+mod trustdomain_api;
 mod upstream;

@@ -90,7 +90,7 @@ pub(crate) fn run(command: BundleCommand, output: Output) -> anyhow::Result<()> 
 }
 
 /// `spiffe://<td>` (or a bare name) as a trust domain; an ID with a path is refused.
-fn trust_domain_id(input: &str) -> Result<TrustDomain, String> {
+pub(super) fn trust_domain_id(input: &str) -> Result<TrustDomain, String> {
     if input.contains(":/") {
         let id = input.parse::<SpiffeId>().map_err(|e| e.to_string())?;
         if !id.is_root() {

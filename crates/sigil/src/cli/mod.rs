@@ -6,6 +6,7 @@ mod bundle;
 mod client;
 mod dev;
 mod entry;
+mod federation;
 mod healthcheck;
 mod mint;
 mod server;
@@ -48,6 +49,9 @@ enum Command {
     /// Trust bundles: this server's own and the federated ones.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// Federation relationships made at run time, through the server's admin socket.
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
     /// X.509-SVIDs minted by the server for any workload ID.
     #[command(subcommand)]
     X509(mint::X509Command),
@@ -83,6 +87,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Server(command) => server::run(command, cli.output),
         Command::Entry(command) => entry::run(command, cli.output),
         Command::Bundle(command) => bundle::run(command, cli.output),
+        Command::Federation(command) => federation::run(command, cli.output),
         Command::X509(command) => mint::run_x509(command, cli.output),
         Command::Jwt(command) => mint::run_jwt(command, cli.output),
         Command::Agent(command) => agent::run(command, cli.output),
@@ -97,5 +102,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Whether a failure is the caller's input (exit 64) rather than the environment (exit 1).
 pub(crate) fn is_usage_error(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| cause.is::<ConfigError>())
+    error
+        .chain()
+        .any(|cause| cause.is::<ConfigError>() || cause.is::<federation::UsageError>())
 }

@@ -9,6 +9,7 @@ mod agent_run;
 mod bundle_mint;
 mod dev;
 mod federation;
+mod federation_cli;
 mod federation_e2e;
 mod harness;
 mod health;

@@ -1,0 +1,10 @@
+-- Sigil datastore, schema version 2 (PostgreSQL): federation relationships made through the
+-- admin API. endpoint_spiffe_id is NULL for https_web.
+CREATE TABLE federation_relationships (
+    trust_domain TEXT NOT NULL PRIMARY KEY,
+    bundle_endpoint_url TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    endpoint_spiffe_id TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);

@@ -34,11 +34,7 @@ fn server_id() -> SpiffeId {
 }
 
 pub(crate) fn write_config(dir: &Path) -> SocketAddr {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::free_port();
     fs::write(
         dir.join("server.toml"),
         format!(

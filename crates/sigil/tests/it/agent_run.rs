@@ -634,11 +634,7 @@ struct WebServer {
 
 impl WebServer {
     fn start(dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::free_port();
         // Held by the value at once, so that Drop kills it on every path.
         let server = Self {
             child: Command::new("openssl")

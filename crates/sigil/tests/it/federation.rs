@@ -18,14 +18,7 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use crate::harness::{POLL_PAUSE, POLLS, Server, json};
 use crate::text;
 
-/// A port nobody listens on right now (bound, read, released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::free_port;
 
 fn write_config(dir: &Path, extra: &str) {
     fs::write(

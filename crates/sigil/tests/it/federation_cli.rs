@@ -10,13 +10,7 @@ use std::process::Output;
 use crate::harness::{POLL_PAUSE, POLLS, Server, json};
 use crate::text;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::free_port;
 
 fn write_server(dir: &Path, td: &str, extra: &str) {
     fs::write(

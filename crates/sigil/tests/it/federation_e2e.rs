@@ -13,13 +13,7 @@ use spiffe::{JwtSvid, SpiffeId, TrustDomain, WorkloadApiClient};
 use crate::agent_run::{Agent, own_uid, web_pki};
 use crate::harness::{POLL_PAUSE, POLLS, Server, json};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::free_port;
 
 fn write_server(dir: &Path, td: &str, port: u16, federation: &str) {
     fs::write(

@@ -28,14 +28,7 @@ fn healthcheck(socket: &Path, json: bool) -> Output {
     command.output().unwrap()
 }
 
-/// A port nobody listens on right now (bound, read, released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::free_port;
 
 fn write_config(dir: &Path, extra: &str) {
     fs::write(

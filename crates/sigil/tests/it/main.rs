@@ -34,3 +34,25 @@ pub(crate) fn sigil(args: &[&str]) -> Output {
 pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).unwrap()
 }
+
+/// A loopback port for a server a test starts and must name in its config beforehand.
+///
+/// Not "bind port 0, read it, release it": Linux hands out port-0 binds from the ephemeral
+/// range (32768 and up), so another test's server binding port 0 could take that port before
+/// ours binds it (seen in a full run). These ports come from below that range, from a sequence
+/// of this test process (tests run as threads of one process), skipping any port in use.
+pub(crate) fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    // Different processes (a rerun while an old server lingers) start at different places.
+    let start = u16::try_from(std::process::id() % u32::from(SPAN)).unwrap();
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (start.wrapping_add(n) % SPAN);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}

@@ -272,6 +272,14 @@ pub(crate) async fn tls_exchange(
     server: rustls::ServerConfig,
     client: rustls::ClientConfig,
 ) -> (String, String) {
+    try_tls_exchange(server, client).await.unwrap()
+}
+
+/// [`tls_exchange`], with a failed handshake as an error (the client's, or else the server's).
+pub(crate) async fn try_tls_exchange(
+    server: rustls::ServerConfig,
+    client: rustls::ClientConfig,
+) -> Result<(String, String), std::io::Error> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let uri = |der: &rustls::pki_types::CertificateDer<'_>| {
@@ -283,26 +291,32 @@ pub(crate) async fn tls_exchange(
     let addr = listener.local_addr().unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
     let served = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let (tcp, _) = listener.accept().await?;
+        let mut tls = acceptor.accept(tcp).await?;
         let peer = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
         let mut request = [0u8; 5];
-        tls.read_exact(&mut request).await.unwrap();
+        tls.read_exact(&mut request).await?;
         assert_eq!(&request, b"ping!");
-        tls.write_all(b"pong!").await.unwrap();
-        tls.shutdown().await.unwrap();
-        peer
+        tls.write_all(b"pong!").await?;
+        tls.shutdown().await?;
+        Ok::<_, std::io::Error>(peer)
     });
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
     // SPIFFE authenticates IDs; the name only has to be well formed.
     let name = rustls::pki_types::ServerName::try_from("workload").unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
-    let server_cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-    tls.write_all(b"ping!").await.unwrap();
-    let mut answer = Vec::new();
-    tls.read_to_end(&mut answer).await.unwrap();
-    assert_eq!(answer, b"pong!");
-    let client_cert = served.await.unwrap();
-    (uri(&client_cert), uri(&server_cert))
+    let client_side = async {
+        let mut tls = connector.connect(name, tcp).await?;
+        let server_cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        tls.write_all(b"ping!").await?;
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer).await?;
+        assert_eq!(answer, b"pong!");
+        Ok::<_, std::io::Error>(server_cert)
+    }
+    .await;
+    let server_side = served.await.unwrap();
+    let server_cert = client_side?;
+    let client_cert = server_side?;
+    Ok((uri(&client_cert), uri(&server_cert)))
 }

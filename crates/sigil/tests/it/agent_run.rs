@@ -301,7 +301,7 @@ fn second_agent_config(server: &Server, dir: &Path, main_dir: &Path) -> String {
 }
 
 /// A raw Workload API client on the agent's socket, to send what real clients never do.
-async fn raw_client(
+pub(crate) async fn raw_client(
     socket: PathBuf,
 ) -> sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient<
     tonic::transport::Channel,

@@ -2,8 +2,9 @@
 //! `b.test`, each a `sigil server run` and a `sigil agent run` on loopback. B fetches A's bundle
 //! over `https_spiffe` (authenticating A's endpoint with the bundle it was given first), A
 //! fetches B's over `https_web`. A workload in A and a workload in B then complete mutual TLS
-//! with `spiffe-rustls`, and a JWT-SVID of A's workload is validated by B's agent and offline
-//! against the federated JWT bundle with the `spiffe` crate.
+//! with `spiffe-rustls` and with `openssl`, and a JWT-SVID of A's workload is validated by B's
+//! agent and offline against the federated JWT bundle with the `spiffe` crate and
+//! `jsonwebtoken`.
 
 use std::fs;
 use std::path::Path;
@@ -240,6 +241,29 @@ fn workloads_of_two_federated_trust_domains_authenticate_each_other() {
             JwtSvid::parse_and_validate(jwt.token(), &bundles, &[server_id.as_str()]).unwrap();
         let expected: SpiffeId = client_id.parse().unwrap();
         assert_eq!(offline.spiffe_id(), &expected);
+        // And by jsonwebtoken, with the a.test JWKS exactly as B's Workload API serves it.
+        let mut raw = crate::agent_run::raw_client(domains.agent_b.socket.clone()).await;
+        let mut request = tonic::Request::new(sigil_proto::workload::JwtBundlesRequest {});
+        request
+            .metadata_mut()
+            .insert("workload.spiffe.io", "true".parse().unwrap());
+        let mut jwt_bundles = raw.fetch_jwt_bundles(request).await.unwrap().into_inner();
+        let message = jwt_bundles.message().await.unwrap().unwrap();
+        let jwks: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_slice(&message.bundles["spiffe://a.test"]).unwrap();
+        let header = jsonwebtoken::decode_header(jwt.token()).unwrap();
+        let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.set_audience(&[server_id.as_str()]);
+        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(
+            jwt.token(),
+            &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+            &validation,
+        )
+        .unwrap()
+        .claims;
+        assert_eq!(claims["sub"], client_id.as_str());
     });
     openssl_mtls_across(&domains);
     let Domains {

@@ -1,6 +1,6 @@
 //! `sigil agent run --config FILE` (the agent itself) and `sigil agent validate --config FILE`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{Value, json};
@@ -43,21 +43,7 @@ pub(crate) fn run(args: &ConfigArgs) -> anyhow::Result<()> {
 pub(crate) fn validate(args: &ConfigArgs, output: Output) -> anyhow::Result<()> {
     let config = match Config::load(&args.config) {
         Ok(config) => config,
-        Err(error) => {
-            if output == Output::Json {
-                let document = json!({
-                    "valid": false,
-                    "file": path(&args.config),
-                    "key": error.key(),
-                    "position": error.position().map(|(line, column)| {
-                        json!({"line": line, "column": column})
-                    }),
-                    "error": error.to_string(),
-                });
-                println!("{document}");
-            }
-            return Err(error.into());
-        }
+        Err(error) => return Err(super::invalid_config(&args.config, error, output)),
     };
     let warnings = config.warnings();
     match output {
@@ -70,7 +56,7 @@ pub(crate) fn validate(args: &ConfigArgs, output: Output) -> anyhow::Result<()> 
         Output::Json => {
             let mut document = summary(&config);
             document["valid"] = json!(true);
-            document["file"] = path(&args.config);
+            document["file"] = super::path_json(&args.config);
             document["warnings"] = json!(warnings);
             println!("{document}");
         }
@@ -82,7 +68,7 @@ pub(crate) fn validate(args: &ConfigArgs, output: Output) -> anyhow::Result<()> 
 fn summary(config: &Config) -> Value {
     let bootstrap = match &config.bootstrap {
         Bootstrap::Path { path: file, format } => {
-            json!({"kind": "path", "path": path(file), "format": format!("{format:?}").to_lowercase()})
+            json!({"kind": "path", "path": super::path_json(file), "format": format!("{format:?}").to_lowercase()})
         }
         Bootstrap::Url { url, format } => {
             json!({"kind": "url", "url": url, "format": format!("{format:?}").to_lowercase()})
@@ -115,8 +101,8 @@ fn summary(config: &Config) -> Value {
         "trust_domain": config.trust_domain.as_str(),
         "server_address": config.server_address,
         "server_spiffe_id": config.server_spiffe_id().as_str(),
-        "data_dir": path(&config.data_dir),
-        "socket_path": path(&config.socket_path),
+        "data_dir": super::path_json(&config.data_dir),
+        "socket_path": super::path_json(&config.socket_path),
         "bootstrap": bootstrap,
         "node_attestor": node_attestor,
         "workload_attestors": attestors,
@@ -126,8 +112,4 @@ fn summary(config: &Config) -> Value {
             "jwt_cache_size": config.svid.jwt_cache_size,
         },
     })
-}
-
-fn path(path: &Path) -> Value {
-    json!(path.display().to_string())
 }

@@ -106,3 +106,31 @@ pub(crate) fn is_usage_error(error: &anyhow::Error) -> bool {
         .chain()
         .any(|cause| cause.is::<ConfigError>() || cause.is::<federation::UsageError>())
 }
+
+/// What `server validate` and `agent validate` do with a config that did not load: with
+/// `--output json`, print the one JSON document that names the file, key and position; then
+/// hand the error back for `main` (exit 64, message on stderr).
+pub(crate) fn invalid_config(
+    file: &std::path::Path,
+    error: ConfigError,
+    output: Output,
+) -> anyhow::Error {
+    if output == Output::Json {
+        let document = serde_json::json!({
+            "valid": false,
+            "file": path_json(file),
+            "key": error.key(),
+            "position": error.position().map(|(line, column)| {
+                serde_json::json!({"line": line, "column": column})
+            }),
+            "error": error.to_string(),
+        });
+        println!("{document}");
+    }
+    error.into()
+}
+
+/// A path as a JSON string (`json!` on a `Path` would fail on one that is not UTF-8).
+pub(crate) fn path_json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::json!(path.display().to_string())
+}

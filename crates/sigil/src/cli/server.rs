@@ -1,7 +1,7 @@
 //! `sigil server ...`: `run` the server, or `validate` a config with exactly the config loading
 //! of the server.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -67,22 +67,7 @@ fn run_server(args: &RunArgs) -> anyhow::Result<()> {
 fn validate(args: &ValidateArgs, output: Output) -> anyhow::Result<()> {
     let config = match Config::load(&args.config) {
         Ok(config) => config,
-        Err(error) => {
-            if output == Output::Json {
-                let document = json!({
-                    "valid": false,
-                    "file": path(&args.config),
-                    "key": error.key(),
-                    "position": error.position().map(|(line, column)| {
-                        json!({"line": line, "column": column})
-                    }),
-                    "error": error.to_string(),
-                });
-                println!("{document}");
-            }
-            // main prints it to stderr and exits 64.
-            return Err(error.into());
-        }
+        Err(error) => return Err(super::invalid_config(&args.config, error, output)),
     };
     let warnings = config.warnings();
     match output {
@@ -95,7 +80,7 @@ fn validate(args: &ValidateArgs, output: Output) -> anyhow::Result<()> {
         Output::Json => {
             let mut document = summary(&config);
             document["valid"] = json!(true);
-            document["file"] = path(&args.config);
+            document["file"] = super::path_json(&args.config);
             document["warnings"] = warnings
                 .iter()
                 .map(|w| json!({"key": w.key, "message": w.message}))
@@ -112,9 +97,9 @@ fn summary(config: &Config) -> Value {
     json!({
         "trust_domain": config.trust_domain.as_str(),
         "server_spiffe_id": config.server_spiffe_id().as_str(),
-        "data_dir": path(&config.data_dir),
+        "data_dir": super::path_json(&config.data_dir),
         "bind_address": config.bind_address.to_string(),
-        "admin_socket": path(&config.admin_socket),
+        "admin_socket": super::path_json(&config.admin_socket),
         "datastore": {
             "kind": config.datastore.kind(),
             "url": config.datastore.redacted(),
@@ -123,8 +108,8 @@ fn summary(config: &Config) -> Value {
             "key_type": config.ca.key_type.as_str(),
             "ttl": format_duration(config.ca.ttl),
             "upstream": config.ca.upstream.as_ref().map(|u| json!({
-                "cert_file": path(&u.cert_file),
-                "key_file": path(&u.key_file),
+                "cert_file": super::path_json(&u.cert_file),
+                "key_file": super::path_json(&u.key_file),
             })),
         },
         "svid": {
@@ -134,8 +119,8 @@ fn summary(config: &Config) -> Value {
         },
         "oidc_discovery": config.oidc_discovery.as_ref().map(|o| json!({
             "bind_address": o.bind_address.to_string(),
-            "cert_file": path(&o.cert_file),
-            "key_file": path(&o.key_file),
+            "cert_file": super::path_json(&o.cert_file),
+            "key_file": super::path_json(&o.key_file),
         })),
         "health": config.health.as_ref().map(|h| json!({
             "bind_address": h.bind_address.to_string(),
@@ -148,8 +133,8 @@ fn summary(config: &Config) -> Value {
                 });
                 endpoint["profile"] = json!(e.profile.as_str());
                 if let EndpointProfile::HttpsWeb { cert_file, key_file } = &e.profile {
-                    endpoint["cert_file"] = path(cert_file);
-                    endpoint["key_file"] = path(key_file);
+                    endpoint["cert_file"] = super::path_json(cert_file);
+                    endpoint["key_file"] = super::path_json(key_file);
                 }
                 endpoint
             }),
@@ -162,10 +147,10 @@ fn summary(config: &Config) -> Value {
                 match &r.profile {
                     RemoteProfile::HttpsSpiffe { endpoint_spiffe_id, bundle_path } => {
                         remote["endpoint_spiffe_id"] = json!(endpoint_spiffe_id.as_str());
-                        remote["bundle_path"] = bundle_path.as_deref().map_or(Value::Null, path);
+                        remote["bundle_path"] = bundle_path.as_deref().map_or(Value::Null, super::path_json);
                     }
                     RemoteProfile::HttpsWeb { ca_file } => {
-                        remote["ca_file"] = ca_file.as_deref().map_or(Value::Null, path);
+                        remote["ca_file"] = ca_file.as_deref().map_or(Value::Null, super::path_json);
                     }
                     // A profile added later prints its name only until it is described here.
                     _ => {}
@@ -174,9 +159,4 @@ fn summary(config: &Config) -> Value {
             }).collect::<Vec<_>>(),
         },
     })
-}
-
-/// Paths as JSON strings; `json!` on a `Path` would panic on one that is not UTF-8.
-fn path(path: &Path) -> Value {
-    Value::String(path.display().to_string())
 }

@@ -8,6 +8,7 @@
 //! relationship stops its fetching but keeps the stored bundle, as SPIRE does: it is deleted
 //! with the `Bundle` service.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use sigil_proto::server::v1 as pb;
@@ -18,7 +19,7 @@ use tonic::{Request, Response, Status};
 use super::bundle::parse_trust_domain;
 use super::status;
 use crate::config::{FederatesWith, RemoteProfile};
-use crate::federation::fetcher::{check_bundle, read_bundle_file};
+use crate::federation::fetcher::{check_bundle, parse_roots, read_bundle_file};
 use crate::federation::{BundleFetcher, Federation, FetchOutcome};
 use crate::state::ServerState;
 
@@ -90,6 +91,9 @@ impl TrustDomainApi {
         };
         let profile = match message.profile.as_str() {
             "https_spiffe" => {
+                if !message.ca_roots.is_empty() {
+                    return Err(unused("ca_roots", "https_spiffe"));
+                }
                 if message.endpoint_spiffe_id.is_empty() {
                     return Err(Status::invalid_argument(
                         "endpoint_spiffe_id is required with the https_spiffe profile",
@@ -122,7 +126,18 @@ impl TrustDomainApi {
                 if !message.trust_domain_bundle.is_empty() {
                     return Err(unused("trust_domain_bundle", "https_web"));
                 }
-                RemoteProfile::HttpsWeb { ca_file: None }
+                let ca_roots = if message.ca_roots.is_empty() {
+                    None
+                } else {
+                    // Checked now, so a bad PEM is the caller's error, not a failed start.
+                    parse_roots(&trust_domain, Path::new("ca_roots"), &message.ca_roots)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    Some(message.ca_roots.clone())
+                };
+                RemoteProfile::HttpsWeb {
+                    ca_file: None,
+                    ca_roots,
+                }
             }
             other => {
                 return Err(Status::invalid_argument(format!(
@@ -388,6 +403,13 @@ fn to_wire(relationship: &FederatesWith, from_config: bool) -> pb::FederationRel
         } => endpoint_spiffe_id.to_string(),
         _ => String::new(),
     };
+    let ca_roots = match &relationship.profile {
+        RemoteProfile::HttpsWeb {
+            ca_roots: Some(pem),
+            ..
+        } => pem.clone(),
+        _ => Vec::new(),
+    };
     pb::FederationRelationship {
         trust_domain: relationship.trust_domain.to_string(),
         bundle_endpoint_url: relationship.url.clone(),
@@ -395,6 +417,7 @@ fn to_wire(relationship: &FederatesWith, from_config: bool) -> pb::FederationRel
         endpoint_spiffe_id,
         trust_domain_bundle: Vec::new(),
         from_config,
+        ca_roots,
     }
 }
 

@@ -240,8 +240,11 @@ pub enum RemoteProfile {
     },
     /// The endpoint presents a web PKI certificate for the URL's host.
     HttpsWeb {
-        /// Roots to use instead of the system's (absolute path), if given.
+        /// Roots to use instead of the system's (absolute path), if given (config file).
         ca_file: Option<PathBuf>,
+        /// Roots to use instead of the system's, PEM, if given (admin API: stored by value,
+        /// since a path would name a file of whichever machine runs the server next).
+        ca_roots: Option<Vec<u8>>,
     },
 }
 
@@ -678,7 +681,10 @@ fn federates_with_config(
                 Some(path) => Some(resolve_path(&key("ca_file"), path, base_dir)?),
                 None => None,
             };
-            RemoteProfile::HttpsWeb { ca_file }
+            RemoteProfile::HttpsWeb {
+                ca_file,
+                ca_roots: None,
+            }
         }
         other => return Err(unknown_profile(&key("profile"), other)),
     };

@@ -153,7 +153,8 @@ fn every_key_is_read() {
     assert_eq!(
         c.profile,
         RemoteProfile::HttpsWeb {
-            ca_file: Some("/etc/ssl/c.pem".into())
+            ca_file: Some("/etc/ssl/c.pem".into()),
+            ca_roots: None,
         }
     );
 }

@@ -34,12 +34,13 @@ impl DataStore {
         }
         sqlx::query(self.sql(
             "INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, profile, \
-             endpoint_spiffe_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+             endpoint_spiffe_id, ca_roots, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(trust_domain)
         .bind(relationship.url.as_str())
         .bind(profile)
         .bind(endpoint)
+        .bind(ca_roots(relationship))
         .bind(now)
         .bind(now)
         .execute(&mut *tx)
@@ -61,11 +62,12 @@ impl DataStore {
         let mut tx = self.begin().await?;
         let updated = sqlx::query(self.sql(
             "UPDATE federation_relationships SET bundle_endpoint_url = ?, profile = ?, \
-             endpoint_spiffe_id = ?, updated_at = ? WHERE trust_domain = ?",
+             endpoint_spiffe_id = ?, ca_roots = ?, updated_at = ? WHERE trust_domain = ?",
         ))
         .bind(relationship.url.as_str())
         .bind(profile)
         .bind(endpoint)
+        .bind(ca_roots(relationship))
         .bind(self.now())
         .bind(trust_domain)
         .execute(&mut *tx)
@@ -93,7 +95,7 @@ impl DataStore {
         trust_domain: &TrustDomain,
     ) -> Result<Option<FederatesWith>> {
         let row = sqlx::query(self.sql(
-            "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id \
+            "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, ca_roots \
              FROM federation_relationships WHERE trust_domain = ?",
         ))
         .bind(trust_domain.as_str())
@@ -105,7 +107,7 @@ impl DataStore {
     /// Every stored relationship, in trust domain order.
     pub async fn list_federation_relationships(&self) -> Result<Vec<FederatesWith>> {
         let rows = sqlx::query(
-            "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id \
+            "SELECT trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, ca_roots \
              FROM federation_relationships ORDER BY trust_domain",
         )
         .fetch_all(&self.pool)
@@ -152,11 +154,24 @@ fn columns(relationship: &FederatesWith) -> Result<(&'static str, Option<String>
             bundle_path: Some(_),
             ..
         } => Err(refused("bundle_path")),
-        RemoteProfile::HttpsWeb { ca_file: Some(_) } => Err(refused("ca_file")),
+        RemoteProfile::HttpsWeb {
+            ca_file: Some(_), ..
+        } => Err(refused("ca_file")),
         RemoteProfile::HttpsSpiffe {
             endpoint_spiffe_id, ..
         } => Ok(("https_spiffe", Some(endpoint_spiffe_id.as_str().to_owned()))),
         RemoteProfile::HttpsWeb { .. } => Ok(("https_web", None)),
+    }
+}
+
+/// The `ca_roots` column: the PEM roots given through the API, empty for none.
+fn ca_roots(relationship: &FederatesWith) -> Vec<u8> {
+    match &relationship.profile {
+        RemoteProfile::HttpsWeb {
+            ca_roots: Some(pem),
+            ..
+        } => pem.clone(),
+        _ => Vec::new(),
     }
 }
 
@@ -165,6 +180,7 @@ fn relationship_from_row(row: &AnyRow) -> Result<FederatesWith> {
     let url: String = row.try_get("bundle_endpoint_url")?;
     let profile: String = row.try_get("profile")?;
     let endpoint: Option<String> = row.try_get("endpoint_spiffe_id")?;
+    let roots: Vec<u8> = row.try_get("ca_roots")?;
     let corrupt = |field: &'static str, reason: String| DataStoreError::Corrupt { field, reason };
     let trust_domain = TrustDomain::new(&name)
         .map_err(|e| corrupt("federation_relationships.trust_domain", e.to_string()))?;
@@ -175,7 +191,10 @@ fn relationship_from_row(row: &AnyRow) -> Result<FederatesWith> {
             })?,
             bundle_path: None,
         },
-        ("https_web", None) => RemoteProfile::HttpsWeb { ca_file: None },
+        ("https_web", None) => RemoteProfile::HttpsWeb {
+            ca_file: None,
+            ca_roots: (!roots.is_empty()).then_some(roots),
+        },
         (profile, endpoint) => {
             return Err(corrupt(
                 "federation_relationships.profile",

@@ -391,7 +391,27 @@ impl BundleFetcher {
         let web_roots = match &relationship.profile {
             RemoteProfile::HttpsWeb {
                 ca_file: Some(path),
-            } => Some(Arc::new(load_roots(&relationship.trust_domain, path)?)),
+                ..
+            } => {
+                let bytes = std::fs::read(path).map_err(|source| FederationError::Read {
+                    trust_domain: relationship.trust_domain.clone(),
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Some(Arc::new(parse_roots(
+                    &relationship.trust_domain,
+                    path,
+                    &bytes,
+                )?))
+            }
+            RemoteProfile::HttpsWeb {
+                ca_roots: Some(pem),
+                ..
+            } => Some(Arc::new(parse_roots(
+                &relationship.trust_domain,
+                Path::new("(roots given through the admin API)"),
+                pem,
+            )?)),
             _ => None,
         };
         Ok(Self {
@@ -598,18 +618,19 @@ pub fn read_bundle_file(trust_domain: &TrustDomain, bytes: &[u8]) -> Result<Bund
     )?)
 }
 
-fn load_roots(trust_domain: &TrustDomain, path: &Path) -> Result<RootCertStore, FederationError> {
-    let bytes = std::fs::read(path).map_err(|source| FederationError::Read {
-        trust_domain: trust_domain.clone(),
-        path: path.to_owned(),
-        source,
-    })?;
+/// The roots in `bytes` (PEM), read from `from` (a file, or the admin API).
+pub fn parse_roots(
+    trust_domain: &TrustDomain,
+    from: &Path,
+    bytes: &[u8],
+) -> Result<RootCertStore, FederationError> {
+    let path = from;
     let ca_file_error = |reason: String| FederationError::CaFile {
         trust_domain: trust_domain.clone(),
         path: path.to_owned(),
         reason,
     };
-    let certificates = X509Bundle::from_pem(trust_domain.clone(), &bytes)
+    let certificates = X509Bundle::from_pem(trust_domain.clone(), bytes)
         .map_err(|e| ca_file_error(e.to_string()))?;
     let mut roots = RootCertStore::empty();
     for (i, certificate) in certificates.authorities().iter().enumerate() {

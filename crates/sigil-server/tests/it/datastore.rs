@@ -1133,7 +1133,14 @@ fn spiffe_relationship(name: &str, url: &str) -> FederatesWith {
 }
 
 fn web_relationship(name: &str, url: &str) -> FederatesWith {
-    FederatesWith::new(td(name), url, RemoteProfile::HttpsWeb { ca_file: None })
+    FederatesWith::new(
+        td(name),
+        url,
+        RemoteProfile::HttpsWeb {
+            ca_file: None,
+            ca_roots: None,
+        },
+    )
 }
 
 async fn federation_relationships_create_get_list_update_delete(ctx: Ctx) {
@@ -1152,8 +1159,15 @@ async fn federation_relationships_create_get_list_update_delete(ctx: Ctx) {
         vec![a.clone(), b.clone()]
     );
 
-    // Update replaces every field, the profile included.
-    let b2 = web_relationship("b.test", "https://b.example.com/");
+    // Update replaces every field, the profile included; roots given by value are stored.
+    let b2 = FederatesWith::new(
+        td("b.test"),
+        "https://b.example.com/".to_owned(),
+        RemoteProfile::HttpsWeb {
+            ca_file: None,
+            ca_roots: Some(b"-----BEGIN CERTIFICATE-----\nroots\n".to_vec()),
+        },
+    );
     s.update_federation_relationship(&b2).await.unwrap();
     assert_eq!(
         s.federation_relationship(&td("b.test")).await.unwrap(),
@@ -1225,6 +1239,7 @@ async fn federation_relationship_errors_change_nothing(ctx: Ctx) {
         "https://d.test/",
         RemoteProfile::HttpsWeb {
             ca_file: Some("/etc/ca.pem".into()),
+            ca_roots: None,
         },
     );
     let err = s

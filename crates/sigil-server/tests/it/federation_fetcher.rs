@@ -506,6 +506,7 @@ async fn https_web_fetches_with_the_ca_file_and_refuses_other_roots() {
             endpoint.url(),
             RemoteProfile::HttpsWeb {
                 ca_file: Some(other_file),
+                ca_roots: None,
             },
         ))
         .await
@@ -522,6 +523,7 @@ async fn https_web_fetches_with_the_ca_file_and_refuses_other_roots() {
             endpoint.url(),
             RemoteProfile::HttpsWeb {
                 ca_file: Some(ca_file),
+                ca_roots: None,
             },
         ))
         .await
@@ -529,6 +531,45 @@ async fn https_web_fetches_with_the_ca_file_and_refuses_other_roots() {
     let stored = wait_for_bundle(state, &td, "the web bundle", |_| true).await;
     assert_eq!(stored, good);
     federation.stop().await;
+}
+
+/// Roots given by value (as the admin API stores them) work like a `ca_file`.
+#[tokio::test]
+async fn https_web_fetches_with_roots_given_by_value() {
+    install_provider();
+    let test = support::state().await;
+    let state = &test.state;
+    let td = peer_td();
+    let ca = new_ca(&td);
+    let (web_ca_pem, config) = web_pki();
+    let endpoint = Endpoint::start(config).await;
+    let good = bundle(&td, &[&ca], 1);
+    endpoint.serve_document(&good);
+    let relationship = |roots: Vec<u8>| {
+        FederatesWith::new(
+            td.clone(),
+            endpoint.url(),
+            RemoteProfile::HttpsWeb {
+                ca_file: None,
+                ca_roots: Some(roots),
+            },
+        )
+    };
+    let (other_ca_pem, _) = web_pki();
+    let wrong =
+        BundleFetcher::new(Arc::clone(state), relationship(other_ca_pem.into_bytes())).unwrap();
+    assert!(
+        wrong.fetch().await.is_err(),
+        "roots that did not issue the endpoint's certificate"
+    );
+    assert!(
+        BundleFetcher::new(Arc::clone(state), relationship(b"not pem".to_vec())).is_err(),
+        "roots that are not PEM certificates are refused up front"
+    );
+    let right =
+        BundleFetcher::new(Arc::clone(state), relationship(web_ca_pem.into_bytes())).unwrap();
+    right.fetch_and_store().await.unwrap();
+    assert_eq!(state.federated_bundle(&td).unwrap(), good);
 }
 
 /// One fetch at a time through [`BundleFetcher`]: each fault fails for its own reason, and

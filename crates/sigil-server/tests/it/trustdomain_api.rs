@@ -30,6 +30,7 @@ fn relationship(url: &str, pem: Vec<u8>) -> pb::FederationRelationship {
         endpoint_spiffe_id: "spiffe://peer.test/bundle-endpoint".into(),
         trust_domain_bundle: pem,
         from_config: false,
+        ca_roots: Vec::new(),
     }
 }
 
@@ -320,7 +321,10 @@ async fn config_file_relationships_are_listed_but_not_changed() {
     let configured = FederatesWith::new(
         peer(),
         "https://peer.test/bundle",
-        RemoteProfile::HttpsWeb { ca_file: None },
+        RemoteProfile::HttpsWeb {
+            ca_file: None,
+            ca_roots: None,
+        },
     );
     let federation = Arc::new(Federation::new(Arc::clone(state)));
     let api = TrustDomainApi::new(Arc::clone(state), Arc::clone(&federation), vec![configured]);

@@ -75,6 +75,10 @@ pub(crate) struct RelationshipArgs {
     /// stored unless one is stored already.
     #[arg(long, value_name = "FILE")]
     bundle: Option<PathBuf>,
+    /// https_web: root certificates (PEM) that authenticate the endpoint instead of the
+    /// system's; the server stores them (not the path).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -142,7 +146,15 @@ fn relationship(args: &RelationshipArgs) -> anyhow::Result<pb::FederationRelatio
         if args.bundle.is_some() {
             return Err(UsageError("--bundle is for --profile https_spiffe".into()).into());
         }
+    } else if args.ca_file.is_some() {
+        return Err(UsageError("--ca-file is for --profile https_web".into()).into());
     }
+    let ca_roots = match &args.ca_file {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        None => Vec::new(),
+    };
     let trust_domain_bundle = match &args.bundle {
         Some(path) => {
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
@@ -160,6 +172,7 @@ fn relationship(args: &RelationshipArgs) -> anyhow::Result<pb::FederationRelatio
             .unwrap_or_default(),
         trust_domain_bundle,
         from_config: false,
+        ca_roots,
     })
 }
 

@@ -149,7 +149,7 @@ fn summary(config: &Config) -> Value {
                         remote["endpoint_spiffe_id"] = json!(endpoint_spiffe_id.as_str());
                         remote["bundle_path"] = bundle_path.as_deref().map_or(Value::Null, super::path_json);
                     }
-                    RemoteProfile::HttpsWeb { ca_file } => {
+                    RemoteProfile::HttpsWeb { ca_file, .. } => {
                         remote["ca_file"] = ca_file.as_deref().map_or(Value::Null, super::path_json);
                     }
                     // A profile added later prints its name only until it is described here.

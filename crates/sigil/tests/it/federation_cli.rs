@@ -239,6 +239,33 @@ fn relationships_made_with_the_cli_fetch_survive_a_restart_refresh_and_delete() 
         1,
     );
     assert!(err.contains("is not in trust domain c.test"), "{err}");
+    // https_web with its own roots: the file's certificates are sent and stored; a file that
+    // holds none is refused by the server, which keeps nothing.
+    let roots = server_b.log.with_file_name("roots.pem");
+    let garbage = server_b.log.with_file_name("garbage.pem");
+    let pem = server_a.cli(&["bundle", "show", "--format", "pem"]);
+    fs::write(&roots, &pem.stdout).unwrap();
+    fs::write(&garbage, "not a certificate").unwrap();
+    let web = |file: &Path| {
+        server_b.cli(&[
+            "federation",
+            "create",
+            "--trust-domain",
+            "d.test",
+            "--url",
+            "https://127.0.0.1:1/",
+            "--profile",
+            "https_web",
+            "--ca-file",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+    };
+    let err = failed(&web(&garbage), 1);
+    assert!(err.contains("ca_roots"), "{err}");
+    let created = json(&web(&roots));
+    assert_eq!(created["profile"], "https_web");
     drop(server_a);
 }
 
@@ -300,6 +327,19 @@ fn bad_federation_flags_exit_64() {
             "--profile",
             "https_web",
             "--bundle",
+            "/nonexistent",
+        ],
+        &[
+            "create",
+            "--trust-domain",
+            "a.test",
+            "--url",
+            "https://a/",
+            "--profile",
+            "https_spiffe",
+            "--endpoint-spiffe-id",
+            "spiffe://a.test/x",
+            "--ca-file",
             "/nonexistent",
         ],
     ];

@@ -64,7 +64,7 @@ fn now_unix() -> i64 {
 }
 
 /// A self-signed CA certificate made by openssl, as another trust domain's bundle would be.
-fn openssl_ca(dir: &Path, name: &str) -> String {
+pub(crate) fn openssl_ca(dir: &Path, name: &str) -> String {
     let cert = dir.join(format!("{name}.pem"));
     let key = dir.join(format!("{name}.key"));
     ok(&openssl(&[

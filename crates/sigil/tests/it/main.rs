@@ -11,6 +11,8 @@ mod dev;
 mod federation;
 mod federation_cli;
 mod federation_e2e;
+mod go;
+mod go_spiffe;
 mod harness;
 mod health;
 mod rotation;

@@ -1,0 +1,3 @@
+module sigil.test/spire
+
+go 1.26

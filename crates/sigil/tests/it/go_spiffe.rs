@@ -516,10 +516,8 @@ fn go_spiffe_workloads_under_other_uids_do_mtls_with_go_and_rust_peers() {
     assert!(runtime.block_on(task).unwrap().is_err());
 
     // The Rust server's authorizer refuses the backend as a client.
-    let (rust_addr, task) = runtime.block_on(rust_server(
-        material,
-        Authorizer::exact(id(frontend)),
-    ));
+    let (rust_addr, task) =
+        runtime.block_on(rust_server(material, Authorizer::exact(id(frontend))));
     let refused = go_as(
         &binary,
         4242,

@@ -1,8 +1,10 @@
 //! The `:authority` shim: rewrites each request's `:authority` to `localhost` on an accepted
 //! Workload API connection, so that gRPC C-core and grpc-java clients reach the stock h2 server.
 //!
-//! Those clients send the percent-encoded socket path (`%2Frun%2Fsigil%2Fapi.sock`) as the
-//! authority of a Unix-socket channel. The `http` crate refuses it, and h2 answers every such
+//! Those clients send the socket path as the authority of a Unix-socket channel: gRPC C-core
+//! percent-encoded (`%2Frun%2Fsigil%2Fapi.sock`), grpc-java 1.85 as it is
+//! (`/run/sigil/api.sock`, seen in the Java interop test). The `http` crate refuses both, and
+//! h2 answers every such
 //! request with RST_STREAM PROTOCOL_ERROR (hyperium/h2 PR 487 has been open for years). The
 //! shim sits between the socket and the HTTP/2 server, in the same task and without a pipe:
 //! client-to-server bytes are parsed into frames, every request header block is HPACK-decoded

@@ -15,6 +15,7 @@ mod go;
 mod go_spiffe;
 mod harness;
 mod health;
+mod java;
 mod rotation;
 mod server_run;
 mod server_validate;

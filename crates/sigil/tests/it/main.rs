@@ -19,6 +19,7 @@ mod java;
 mod rotation;
 mod server_run;
 mod server_validate;
+mod spire;
 mod usage;
 mod workload_cli;
 mod workloads;

@@ -20,6 +20,9 @@ mod rotation;
 mod server_run;
 mod server_validate;
 mod spire;
+// Shared with the side-by-side benchmark, which uses more of it.
+#[allow(dead_code)]
+mod spire_process;
 mod usage;
 mod workload_cli;
 mod workloads;

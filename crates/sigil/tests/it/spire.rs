@@ -4,10 +4,9 @@
 //! trust domain over `https_spiffe`, each server fetching the other's bundle endpoint, with
 //! workloads of both completing mutual TLS across them.
 
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::fs;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 
 use serde_json::Value;
 use sigil_spiffe::tls::{self, TlsMaterial};
@@ -16,228 +15,20 @@ use sigil_spiffe::{Authorizer, SpiffeId};
 
 use crate::agent_run::{Agent, own_uid, server_and_agent_config};
 use crate::harness::{POLL_PAUSE, POLLS, Server, json};
+use crate::spire_process::{FAST_AGENT, FAST_SERVER, SpireAgent, SpireServer};
 use crate::{free_port, text};
 
-/// The directory holding `spire-server` and `spire-agent`, built (or found current) by
-/// `scripts/build-spire` once per test process.
-pub(crate) fn spire_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-spire");
-        let out = Command::new(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{} failed", script.display());
-        PathBuf::from(text(&out.stdout).lines().last().unwrap())
-    })
-}
-
-/// Settings that make SPIRE hand out a new entry fast: the server's events-based entry cache
-/// polled every 100 ms (default: a full reload every 5 s) and the agent's sync every 200 ms
-/// (default 5 s). Tests use them so they wait less; they change no contract.
-const FAST_SERVER: &str =
-    "experimental {\n cache_reload_interval = \"100ms\"\n events_based_cache = true\n}\n";
-const FAST_AGENT: &str = "experimental {\n sync_interval = \"200ms\"\n}\n";
-
-/// A running process, killed when dropped, its stderr and stdout in `log`.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(mut command: Command, log: PathBuf) -> Self {
-        let file = File::create(&log).unwrap();
-        let child = command
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Self { child, log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn check_running(&mut self, what: &str) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("{what} exited ({status}): {}", self.log());
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A running `spire-server run` of `trust_domain` in `dir`.
-pub(crate) struct SpireServer {
-    process: Process,
-    socket: PathBuf,
-    pub(crate) port: u16,
-    pub(crate) trust_domain: String,
-}
-
-impl SpireServer {
-    /// Starts the server with `server_extra` inside its `server { }` block (federation,
-    /// experimental settings) and waits for its healthcheck.
-    pub(crate) fn start(dir: &Path, trust_domain: &str, server_extra: &str) -> Self {
-        let port = free_port();
-        let socket = dir.join("spire-server.sock");
-        let data = dir.join("spire-server-data");
-        let config = dir.join("spire-server.conf");
-        fs::write(
-            &config,
-            format!(
-                "server {{\n bind_address = \"127.0.0.1\"\n bind_port = \"{port}\"\n\
-                 socket_path = \"{socket}\"\n trust_domain = \"{trust_domain}\"\n\
-                 data_dir = \"{data}\"\n log_level = \"INFO\"\n{server_extra}}}\n\
-                 plugins {{\n DataStore \"sql\" {{\n plugin_data {{\n\
-                 database_type = \"sqlite3\"\n\
-                 connection_string = \"{data}/datastore.sqlite3\"\n }}\n }}\n\
-                 NodeAttestor \"join_token\" {{\n plugin_data {{}}\n }}\n\
-                 KeyManager \"memory\" {{\n plugin_data {{}}\n }}\n}}\n",
-                socket = socket.display(),
-                data = data.display(),
-            ),
-        )
-        .unwrap();
-        let mut command = Command::new(spire_bin().join("spire-server"));
-        command.args(["run", "-config"]).arg(&config);
-        let mut server = Self {
-            process: Process::spawn(command, dir.join("spire-server.log")),
-            socket,
-            port,
-            trust_domain: trust_domain.to_owned(),
-        };
-        for _ in 0..POLLS {
-            server.process.check_running("spire-server");
-            if server.cli(&["healthcheck"]).status.success() {
-                return server;
-            }
-            std::thread::sleep(POLL_PAUSE);
-        }
-        panic!(
-            "spire-server never became healthy: {}",
-            server.process.log()
-        );
-    }
-
-    /// Runs `spire-server <args> -socketPath SOCKET`.
-    pub(crate) fn cli(&self, args: &[&str]) -> Output {
-        Command::new(spire_bin().join("spire-server"))
-            .args(args)
-            .arg("-socketPath")
-            .arg(&self.socket)
-            .output()
-            .unwrap()
-    }
-
-    /// [`Self::cli`] that must succeed; its stdout.
-    pub(crate) fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "spire-server {args:?}: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-
-    /// A join token whose agent will be `spiffe://<td>/agent` (SPIRE also makes the alias
-    /// entry from the token's agent ID to that ID).
-    pub(crate) fn join_token(&self) -> String {
-        let agent = format!("spiffe://{}/agent", self.trust_domain);
-        let out = self.ok(&["token", "generate", "-spiffeID", &agent]);
-        out.lines()
-            .find_map(|l| l.strip_prefix("Token: "))
-            .unwrap_or_else(|| panic!("no token in {out}"))
-            .trim()
-            .to_owned()
-    }
-
-    pub(crate) fn log(&self) -> String {
-        self.process.log()
-    }
-}
-
-/// A running `spire-agent run` attested with a join token, its Workload API in `dir`.
-pub(crate) struct SpireAgent {
-    process: Process,
-    pub(crate) socket: PathBuf,
-}
-
-impl SpireAgent {
-    pub(crate) fn start(dir: &Path, server: &SpireServer) -> Self {
-        let token = server.join_token();
-        let bundle = dir.join("spire-bootstrap.pem");
-        fs::write(&bundle, server.ok(&["bundle", "show"])).unwrap();
-        // The agent's admin socket may not share the Workload API socket's directory, so the
-        // Workload API gets a directory of its own.
-        let api_dir = dir.join("spire-agent-api");
-        fs::create_dir_all(&api_dir).unwrap();
-        let socket = api_dir.join("api.sock");
-        let config = dir.join("spire-agent.conf");
-        fs::write(
-            &config,
-            format!(
-                "agent {{\n data_dir = \"{data}\"\n log_level = \"INFO\"\n\
-                 server_address = \"127.0.0.1\"\n server_port = \"{port}\"\n\
-                 socket_path = \"{socket}\"\n trust_domain = \"{td}\"\n\
-                 trust_bundle_path = \"{bundle}\"\n{FAST_AGENT}}}\n\
-                 plugins {{\n NodeAttestor \"join_token\" {{\n plugin_data {{}}\n }}\n\
-                 KeyManager \"memory\" {{\n plugin_data {{}}\n }}\n\
-                 WorkloadAttestor \"unix\" {{\n plugin_data {{}}\n }}\n}}\n",
-                data = dir.join("spire-agent-data").display(),
-                port = server.port,
-                socket = socket.display(),
-                td = server.trust_domain,
-                bundle = bundle.display(),
-            ),
-        )
-        .unwrap();
-        let mut command = Command::new(spire_bin().join("spire-agent"));
-        command
-            .args(["run", "-config"])
-            .arg(&config)
-            .args(["-joinToken", &token]);
-        let mut agent = Self {
-            process: Process::spawn(command, dir.join("spire-agent.log")),
-            socket,
-        };
-        for _ in 0..POLLS {
-            agent.process.check_running("spire-agent");
-            if std::os::unix::net::UnixStream::connect(&agent.socket).is_ok() {
-                return agent;
-            }
-            std::thread::sleep(POLL_PAUSE);
-        }
-        panic!(
-            "spire-agent never opened its socket: {}",
-            agent.process.log()
-        );
-    }
-
-    pub(crate) fn endpoint(&self) -> String {
-        format!("unix://{}", self.socket.display())
-    }
-}
+/// SPIRE's agent ID in these tests (the join token's alias).
+const SPIRE_AGENT: &str = "spiffe://spire.test/agent";
 
 /// `spire-server entry create` for a workload of this uid, parented to the token's agent.
 fn spire_entry(server: &SpireServer, spiffe_id: &str, extra: &[&str]) {
-    let parent = format!("spiffe://{}/agent", server.trust_domain);
     let uid = format!("unix:uid:{}", own_uid());
     let mut args = vec![
         "entry",
         "create",
         "-parentID",
-        &parent,
+        SPIRE_AGENT,
         "-spiffeID",
         spiffe_id,
         "-selector",
@@ -283,10 +74,10 @@ fn fetch_until(endpoint: &str, wanted: usize) -> Value {
 #[test]
 fn sigil_workload_commands_and_library_against_a_real_spire_agent() {
     let dir = tempfile::tempdir().unwrap();
-    let server = SpireServer::start(dir.path(), "spire.test", FAST_SERVER);
+    let server = SpireServer::start(dir.path(), "spire.test", free_port(), FAST_SERVER);
     let workload = "spiffe://spire.test/workload";
     spire_entry(&server, workload, &[]);
-    let agent = SpireAgent::start(dir.path(), &server);
+    let agent = SpireAgent::start(dir.path(), &server, SPIRE_AGENT, FAST_AGENT);
     let endpoint = agent.endpoint();
 
     // fetch x509, then --write, with the files checked by openssl.
@@ -474,6 +265,7 @@ fn a_spire_and_a_sigil_trust_domain_federate_both_ways_over_https_spiffe() {
     let spire = SpireServer::start(
         spire_dir.path(),
         "spire.test",
+        free_port(),
         &format!(
             "{FAST_SERVER}federation {{\n bundle_endpoint {{\n address = \"127.0.0.1\"\n\
              port = {spire_endpoint_port}\n refresh_hint = \"1s\"\n\
@@ -567,7 +359,7 @@ fn a_spire_and_a_sigil_trust_domain_federate_both_ways_over_https_spiffe() {
         &["-federatesWith", "spiffe://example.org"],
     );
     let sigil_agent = Agent::start(sigil_dir.path());
-    let spire_agent = SpireAgent::start(spire_dir.path(), &spire);
+    let spire_agent = SpireAgent::start(spire_dir.path(), &spire, SPIRE_AGENT, FAST_AGENT);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {

@@ -21,24 +21,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use common::{
+    ChildGuard, HANG_GUARD, fetch_first, first_message, load_average, report, status_kib,
+    unix_channel, wait_for_socket, workload_client, workload_request,
+};
 
 use sigil_proto::server::v1 as pb;
 use sigil_proto::server::v1::agent_client::AgentClient;
 use sigil_proto::server::v1::bundle_client::BundleClient;
 use sigil_proto::server::v1::entry_client::EntryClient;
-use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use sigil_proto::workload::{JwtsvidRequest, X509svidRequest, X509svidResponse};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
-/// Hang guard for anything awaited here: far beyond any expected figure.
-const HANG_GUARD: Duration = Duration::from_secs(300);
 const TD: &str = "example.org";
 
 /// How big each step is: full under `cargo bench`, tiny as a check.
@@ -580,67 +584,6 @@ async fn dev_once(dir: &Path) -> Duration {
     elapsed
 }
 
-/// Prints p50, p99 and the rate of one series.
-fn report(name: &str, latencies: &mut [Duration], wall: Duration) {
-    latencies.sort();
-    let at = |p: f64| {
-        // Nearest rank.
-        let rank = (p * latencies.len() as f64).ceil() as usize;
-        latencies[rank.clamp(1, latencies.len()) - 1].as_secs_f64() * 1e6
-    };
-    println!(
-        "{name}: {} calls, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs, {:.0} calls/s",
-        latencies.len(),
-        at(0.5),
-        at(0.99),
-        at(1.0),
-        latencies.len() as f64 / wall.as_secs_f64()
-    );
-}
-
-/// Kills the child if the bench fails before stopping it.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-struct Memory {
-    rss: u64,
-    hwm: u64,
-}
-
-/// VmRSS and VmHWM of a process, in KiB.
-fn status_kib(pid: u32) -> Memory {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
-            .unwrap()
-    };
-    Memory {
-        rss: field("VmRSS:"),
-        hwm: field("VmHWM:"),
-    }
-}
-
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn own_uid() -> u32 {
     fs::metadata("/proc/self").unwrap().uid()
 }
@@ -658,69 +601,6 @@ fn agent_toml(port: u16, token: &str, cache_size: usize) -> String {
          [node_attestor]\ntype = \"join_token\"\ntoken = \"{token}\"\n\
          [svid]\nx509_cache_size = {cache_size}\n"
     )
-}
-
-async fn wait_for_socket(socket: &Path) {
-    let deadline = Instant::now() + HANG_GUARD;
-    while tokio::net::UnixStream::connect(socket).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never came up",
-            socket.display()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn unix_channel(socket: PathBuf) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-}
-
-async fn workload_client(
-    socket: &Path,
-) -> Result<SpiffeWorkloadApiClient<Channel>, tonic::transport::Error> {
-    let channel = unix_channel(socket.to_owned()).await?;
-    // 10,000 SVIDs make a message of about 13 MB, over tonic's 4 MiB default.
-    Ok(SpiffeWorkloadApiClient::new(channel).max_decoding_message_size(usize::MAX))
-}
-
-fn workload_request<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
-    request
-}
-
-/// The first message of `FetchX509SVID` on `client`; the stream is dropped after it.
-async fn first_message(
-    client: &mut SpiffeWorkloadApiClient<Channel>,
-) -> Result<X509svidResponse, tonic::Status> {
-    let mut stream = client
-        .fetch_x509svid(workload_request(X509svidRequest {}))
-        .await?
-        .into_inner();
-    stream
-        .message()
-        .await?
-        .ok_or_else(|| tonic::Status::unknown("the stream ended without a message"))
-}
-
-/// What a workload does: connect, take the first `FetchX509SVID` message, hang up.
-async fn fetch_first(socket: &Path) -> Result<X509svidResponse, tonic::Status> {
-    let mut client = workload_client(socket)
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    first_message(&mut client).await
 }
 
 async fn join_token(admin: &Channel, agent_id: &str) -> String {

@@ -5,7 +5,10 @@
 //! An SVID is (re-)signed when its entry first arrives, when the entry changes (new
 //! revision), when its chain no longer verifies against the trust domain's bundle (the
 //! signing authority changed), and when between 45% and 50% of its lifetime is gone (the
-//! jitter spreads the load of many SVIDs signed together). The cache holds about
+//! jitter spreads the load of many SVIDs signed together). Whenever some SVID is due, every
+//! SVID past 40% of its lifetime is re-signed with it: one batch and one Workload API
+//! message per rotation round instead of one per SVID (each stream message carries every
+//! SVID of its caller, so a message per SVID would cost O(SVIDs²)). The cache holds about
 //! `cache_size` SVIDs: those workloads want first ([`Demand`]), then the oldest entries.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -61,7 +64,16 @@ impl WorkloadView {
 struct Cached {
     revision: u64,
     svid: Arc<X509Svid>,
-    rotate_at: SystemTime,
+    rotation: Rotation,
+}
+
+/// When a cached SVID is re-signed.
+#[derive(Clone, Copy, Debug)]
+struct Rotation {
+    /// From then on it goes along when another SVID is re-signed.
+    eligible_at: SystemTime,
+    /// It is re-signed then at the latest.
+    due_at: SystemTime,
 }
 
 /// Keeps the SVIDs of the authorized entries signed and publishes the view.
@@ -185,16 +197,9 @@ impl SvidCache {
             });
             self.checked_against = own.cloned();
         }
-        let now_system = SystemTime::now();
-        wanted
-            .into_iter()
-            .filter(|entry| {
-                self.cached
-                    .get(entry.id.as_str())
-                    .is_none_or(|cached| cached.rotate_at <= now_system)
-            })
-            .cloned()
-            .collect()
+        due(&wanted, SystemTime::now(), |id| {
+            self.cached.get(id).map(|cached| cached.rotation)
+        })
     }
 
     async fn sign(&mut self, due: Vec<Arc<RegistrationEntry>>) -> Result<(), tonic::Status> {
@@ -247,7 +252,7 @@ impl SvidCache {
                 let chain = svid.cert_chain.into_iter().map(Into::into).collect();
                 match X509Svid::new(chain, key) {
                     Ok(svid) if svid.spiffe_id() == &entry.spiffe_id => {
-                        let rotate_at = rotation_time(&svid);
+                        let rotation = rotation(&svid);
                         tracing::debug!(
                             entry = entry.id.as_str(),
                             spiffe_id = %entry.spiffe_id,
@@ -258,7 +263,7 @@ impl SvidCache {
                             Cached {
                                 revision: entry.revision,
                                 svid: Arc::new(svid),
-                                rotate_at,
+                                rotation,
                             },
                         );
                     }
@@ -308,7 +313,10 @@ impl SvidCache {
     }
 
     fn next_rotation(&self) -> Option<SystemTime> {
-        self.cached.values().map(|cached| cached.rotate_at).min()
+        self.cached
+            .values()
+            .map(|cached| cached.rotation.due_at)
+            .min()
     }
 }
 
@@ -350,6 +358,29 @@ fn wanted<'a>(
         .collect()
 }
 
+/// The entries of `wanted` to sign at `now`: none unless one has no SVID or its SVID is
+/// due; then it and every one whose SVID is eligible, so a round of rotations is one batch.
+fn due(
+    wanted: &[&Arc<RegistrationEntry>],
+    now: SystemTime,
+    rotation: impl Fn(&str) -> Option<Rotation>,
+) -> Vec<Arc<RegistrationEntry>> {
+    let rotations: Vec<Option<Rotation>> = wanted
+        .iter()
+        .map(|entry| rotation(entry.id.as_str()))
+        .collect();
+    let any_due = rotations.iter().any(|r| r.is_none_or(|r| r.due_at <= now));
+    if !any_due {
+        return Vec::new();
+    }
+    wanted
+        .iter()
+        .zip(rotations)
+        .filter(|(_, r)| r.is_none_or(|r| r.eligible_at <= now))
+        .map(|(entry, _)| Arc::clone(entry))
+        .collect()
+}
+
 /// The entries that have not expired, oldest first.
 fn ordered(authorized: &Authorized) -> Vec<&Arc<RegistrationEntry>> {
     let now = SystemTime::now()
@@ -364,12 +395,16 @@ fn ordered(authorized: &Authorized) -> Vec<&Arc<RegistrationEntry>> {
     entries
 }
 
-/// When to re-sign: after 45% to 50% of the lifetime (random in that range).
-fn rotation_time(svid: &X509Svid) -> SystemTime {
+/// When to re-sign: after 45% to 50% of the lifetime (random in that range), or along with
+/// another after 40%.
+fn rotation(svid: &X509Svid) -> Rotation {
     let not_after = svid.not_after();
     let not_before = not_before(svid).unwrap_or_else(SystemTime::now);
     let lifetime = not_after.duration_since(not_before).unwrap_or_default();
-    not_before + lifetime.mul_f64(0.5 - 0.05 * unit_random())
+    Rotation {
+        eligible_at: not_before + lifetime.mul_f64(0.4),
+        due_at: not_before + lifetime.mul_f64(0.5 - 0.05 * unit_random()),
+    }
 }
 
 fn not_before(svid: &X509Svid) -> Option<SystemTime> {
@@ -426,6 +461,51 @@ mod tests {
         let chosen = wanted(&ordered, 2, &Wanted::default());
         assert_eq!(ids(&chosen), ["entry-4", "entry-3"]);
         assert_eq!(wanted(&ordered, 10, &Wanted::default()).len(), 4);
+    }
+
+    #[test]
+    fn a_due_svid_takes_the_eligible_ones_along_and_nothing_is_signed_early_alone() {
+        let authorized = authorized(5);
+        let ordered = ordered(&authorized);
+        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        // entry-4 due at 150, entry-3 eligible from 120, entry-2 from 200, entry-1 at 300.
+        let rotations: HashMap<&str, Rotation> = [
+            ("entry-4", (100, 150)),
+            ("entry-3", (120, 160)),
+            ("entry-2", (200, 250)),
+            ("entry-1", (110, 300)),
+        ]
+        .into_iter()
+        .map(|(id, (eligible, due))| {
+            let rotation = Rotation {
+                eligible_at: t(eligible),
+                due_at: t(due),
+            };
+            (id, rotation)
+        })
+        .collect();
+        let at = |now| {
+            ids(&due(&ordered, t(now), |id| rotations.get(id).copied())
+                .iter()
+                .collect::<Vec<_>>())
+        };
+        // Eligible but none due: nothing.
+        assert!(at(140).is_empty());
+        // entry-4 due: entry-3 and entry-1 (eligible) go along, entry-2 (not yet) does not.
+        assert_eq!(at(150), ["entry-4", "entry-3", "entry-1"]);
+        // An entry without an SVID is due at once and takes the eligible ones along.
+        let mut without = rotations.clone();
+        without.remove("entry-2");
+        let signed = due(&ordered, t(130), |id| without.get(id).copied());
+        assert_eq!(
+            ids(&signed.iter().collect::<Vec<_>>()),
+            ["entry-4", "entry-3", "entry-2", "entry-1"]
+        );
+        let signed = due(&ordered, t(105), |id| without.get(id).copied());
+        assert_eq!(
+            ids(&signed.iter().collect::<Vec<_>>()),
+            ["entry-4", "entry-2"]
+        );
     }
 
     #[test]

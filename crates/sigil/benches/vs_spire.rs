@@ -19,7 +19,8 @@
 //!
 //! Run: `cargo bench -p sigil --bench vs_spire` (about 30 minutes on 2 cores). Without
 //! `--bench` (as `cargo test --all-targets` runs it) every row runs at a tiny size, to prove
-//! it works. It never asserts on timing.
+//! it works. It never asserts on timing. To run a part: `VS_SPIRE_ROWS=4,7` (row 1 always
+//! runs: it starts the deployment) and `VS_SPIRE_SYSTEMS=sigil,spire-default,spire-fast`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -59,10 +60,32 @@ struct Sizes {
     rotating: usize,
     rotation_window: Duration,
     server_entries: usize,
+    /// The rows to run besides row 1 (`VS_SPIRE_ROWS`; all when unset).
+    rows: Option<Vec<u8>>,
 }
 
 impl Sizes {
     fn new(full: bool) -> Self {
+        let rows = std::env::var("VS_SPIRE_ROWS").ok().map(|list| {
+            list.split(',')
+                .map(|row| {
+                    row.trim()
+                        .parse()
+                        .expect("VS_SPIRE_ROWS: row numbers, 1 to 8")
+                })
+                .collect()
+        });
+        Self {
+            rows,
+            ..Self::sized(full)
+        }
+    }
+
+    fn runs(&self, row: u8) -> bool {
+        self.rows.as_ref().is_none_or(|rows| rows.contains(&row))
+    }
+
+    fn sized(full: bool) -> Self {
         if full {
             Self {
                 start_runs: 3,
@@ -77,6 +100,7 @@ impl Sizes {
                 rotating: 1_000,
                 rotation_window: Duration::from_secs(90),
                 server_entries: 100_000,
+                rows: None,
             }
         } else {
             Self {
@@ -91,6 +115,7 @@ impl Sizes {
                 rotating: 5,
                 rotation_window: Duration::from_secs(5),
                 server_entries: 50,
+                rows: None,
             }
         }
     }
@@ -109,6 +134,15 @@ impl Kind {
             Self::Sigil => "Sigil",
             Self::SpireDefault => "SPIRE 1.13.3 defaults",
             Self::SpireFast => "SPIRE 1.13.3 fastest",
+        }
+    }
+
+    /// Its name in `VS_SPIRE_SYSTEMS`.
+    fn key(self) -> &'static str {
+        match self {
+            Self::Sigil => "sigil",
+            Self::SpireDefault => "spire-default",
+            Self::SpireFast => "spire-fast",
         }
     }
 
@@ -158,10 +192,16 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let systems = std::env::var("VS_SPIRE_SYSTEMS")
+        .unwrap_or_else(|_| "sigil,spire-default,spire-fast".to_owned());
     let mut results: Vec<(Kind, Figures)> = Vec::new();
     for kind in [Kind::Sigil, Kind::SpireDefault, Kind::SpireFast] {
-        println!("\n== {}", kind.name());
-        let figures = runtime.block_on(measure(kind, &sizes));
+        let figures = if systems.split(',').any(|s| s.trim() == kind.key()) {
+            println!("\n== {}", kind.name());
+            runtime.block_on(measure(kind, &sizes))
+        } else {
+            Figures::default()
+        };
         results.push((kind, figures));
     }
     print_table(&results);
@@ -208,25 +248,37 @@ async fn measure(kind: Kind, sizes: &Sizes) -> Figures {
     let (mut deployment, agent) = deployment.unwrap();
 
     if kind != Kind::SpireFast {
-        x509_latency(sizes, &agent.socket, &mut figures).await;
-        jwt_latency(sizes, &agent.socket, &mut figures).await;
+        if sizes.runs(2) {
+            x509_latency(sizes, &agent.socket, &mut figures).await;
+        }
+        if sizes.runs(3) {
+            jwt_latency(sizes, &agent.socket, &mut figures).await;
+        }
     }
     let samples = if kind == Kind::SpireDefault {
         sizes.entry_to_stream_spire_default
     } else {
         sizes.entry_to_stream
     };
-    entry_to_stream(&deployment, &agent, samples, uid, &mut figures).await;
+    if sizes.runs(4) {
+        entry_to_stream(&deployment, &agent, samples, uid, &mut figures).await;
+    }
     if kind == Kind::SpireFast {
         return figures;
     }
     drop(agent);
-    let baseline = one_svid_rss(&deployment, uid).await;
-    for &n in &sizes.memory {
-        first_sync(&deployment, n, baseline, uid, &mut figures).await;
+    if sizes.runs(5) || sizes.runs(6) {
+        let baseline = one_svid_rss(&deployment, uid).await;
+        for &n in &sizes.memory {
+            first_sync(&deployment, n, baseline, uid, &mut figures).await;
+        }
     }
-    rotations(&deployment, sizes, uid, &mut figures).await;
-    server_at_scale(&mut deployment, sizes.server_entries, &mut figures);
+    if sizes.runs(7) {
+        rotations(&deployment, sizes, uid, &mut figures).await;
+    }
+    if sizes.runs(8) {
+        server_at_scale(&mut deployment, sizes.server_entries, &mut figures);
+    }
     figures
 }
 
@@ -771,12 +823,13 @@ async fn rotations(deployment: &Deployment, sizes: &Sizes, uid: u32, figures: &m
         }
         assert!(Instant::now() < deadline, "never all rotating SVIDs");
     }
-    let cpu = |pids: &[u32]| pids.iter().map(|&p| cpu_time(p)).sum::<Duration>();
-    let pids = [deployment.server_pid(), agent.process.pid()];
-    let cpu_before = cpu(&pids);
+    let (server_pid, agent_pid) = (deployment.server_pid(), agent.process.pid());
+    let (server_before, agent_before) = (cpu_time(server_pid), cpu_time(agent_pid));
     let window_end = Instant::now() + sizes.rotation_window;
     let mut rotated = 0usize;
+    let mut messages = 0usize;
     while let Ok(Ok(Some(message))) = tokio::time::timeout_at(window_end, stream.message()).await {
+        messages += 1;
         for (id, svid) in rotating_svids(&message, name) {
             if current.get(&id) != Some(&svid) {
                 rotated += 1;
@@ -784,12 +837,17 @@ async fn rotations(deployment: &Deployment, sizes: &Sizes, uid: u32, figures: &m
             }
         }
     }
-    let cpu_used = cpu(&pids) - cpu_before;
+    let server_cpu = cpu_time(server_pid) - server_before;
+    let agent_cpu = cpu_time(agent_pid) - agent_before;
+    let cpu_used = server_cpu + agent_cpu;
     let per_thousand = cpu_used.as_secs_f64() * 1_000.0 / rotated.max(1) as f64;
     println!(
-        "{n} SVIDs of 30 s for {:.0} s: {rotated} rotations seen on the stream, {:.2} CPU s (server + agent), {per_thousand:.3} CPU s per 1,000 rotations",
+        "{n} SVIDs of 30 s for {:.0} s: {rotated} rotations seen in {messages} stream messages, \
+         {:.2} CPU s (server {:.2}, agent {:.2}), {per_thousand:.3} CPU s per 1,000 rotations",
         sizes.rotation_window.as_secs_f64(),
-        cpu_used.as_secs_f64()
+        cpu_used.as_secs_f64(),
+        server_cpu.as_secs_f64(),
+        agent_cpu.as_secs_f64(),
     );
     figures.put("CPU seconds per 1,000 rotations", per_thousand, "s");
 }

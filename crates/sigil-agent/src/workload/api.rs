@@ -4,7 +4,7 @@
 //! that alters what this caller sees (rotation, entry change, bundle change), never a delta
 //! and never the same message twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -202,7 +202,8 @@ fn x509_response(
         .get(own)
         .map(|bundle| bundle.x509().to_der())
         .unwrap_or_default();
-    let mut hints = std::collections::HashSet::new();
+    let mut hints = HashSet::new();
+    let mut ids: HashSet<&SpiffeId> = HashSet::new();
     let mut svids = Vec::new();
     let mut federated = HashMap::new();
     for entry in view.matching(selectors) {
@@ -211,13 +212,10 @@ fn x509_response(
         };
         // Two entries can name one SPIFFE ID; a workload needs it once. A hint must be
         // unique in a response (checklist 59): a repeated one is left out.
-        if svids
-            .iter()
-            .any(|s: &pb::X509svid| s.spiffe_id == entry.spiffe_id.to_string())
-        {
+        if !ids.insert(&entry.spiffe_id) {
             continue;
         }
-        let hint = if entry.hint.is_empty() || hints.insert(entry.hint.clone()) {
+        let hint = if entry.hint.is_empty() || hints.insert(entry.hint.as_str()) {
             entry.hint.clone()
         } else {
             String::new()
@@ -364,7 +362,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             return Err(no_identity());
         }
         let mut svids = Vec::with_capacity(entries.len());
-        let mut hints = std::collections::HashSet::new();
+        let mut hints = HashSet::new();
         for entry in entries {
             let token = self.inner.jwt.fetch(entry, &request.audience).await?;
             let hint = if entry.hint.is_empty() || hints.insert(entry.hint.clone()) {

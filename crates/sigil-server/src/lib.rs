@@ -14,6 +14,7 @@ pub mod health;
 pub mod https;
 pub mod hub;
 pub mod index;
+pub mod instance;
 pub mod oidc;
 pub mod run;
 pub mod state;

@@ -1,9 +1,11 @@
 //! `sigil server run`: brings a server up from its config and serves until told to stop.
 //!
-//! Startup order: data directory, datastore, key manager, CA (resumed from the journal in the
-//! datastore), the shared [`ServerState`] (entry index, agents, federated bundles), admin
-//! socket. The CA rotates every [`ROTATE_INTERVAL`]; its
-//! journal and bundle are written back whenever they change.
+//! Startup order: data directory and instance ID, datastore, key manager, CA (resumed from
+//! this instance's journal in the datastore), its authorities published into the trust
+//! domain's bundle, the shared [`ServerState`] (entry index, agents, federated bundles), admin
+//! socket. The CA rotates every [`ROTATE_INTERVAL`]; its journal and authorities are written
+//! back whenever they change, and the own bundle is read back on the same tick to learn the
+//! authorities other servers on the datastore published.
 
 use std::fs;
 use std::future::Future;
@@ -16,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use sigil_core::server_spiffe_id;
 use sigil_proto::server::v1::trust_domain_server::TrustDomainServer;
-use sigil_spiffe::SpiffeIdError;
+use sigil_spiffe::{Bundle, SpiffeIdError, TrustDomain};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
 
@@ -32,11 +34,17 @@ use crate::federation::endpoint::{self, EndpointError};
 use crate::federation::{Federation, FederationError};
 use crate::health::HealthServer;
 use crate::https::HttpsServer;
+use crate::instance::{self, InstanceError};
 use crate::oidc::{self, OidcError};
 use crate::state::{ServerState, StateSettings};
 
-/// How often the CA is asked to rotate.
+/// How often the CA is asked to rotate, and the own bundle read back from the datastore.
 pub const ROTATE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a new server instance waits, when other servers share its datastore, between
+/// publishing its first authorities and signing with them: the others read the bundle back
+/// within one [`ROTATE_INTERVAL`] and push it to their agents at once; twice that leaves room.
+pub const JOIN_DELAY: Duration = Duration::from_secs(2 * ROTATE_INTERVAL.as_secs());
 
 /// Why the server could not start or stopped with an error.
 #[non_exhaustive]
@@ -93,6 +101,9 @@ pub enum RunError {
     /// The CA failed.
     #[error("ca: {0}")]
     Ca(#[from] CaError),
+    /// The instance ID could not be read or made.
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
     /// The trust domain has no valid server ID (cannot happen for a loaded config).
     #[error("server spiffe id: {0}")]
     ServerId(#[from] SpiffeIdError),
@@ -175,22 +186,45 @@ pub async fn run(
         })?;
     let public = PublicListeners::bind(config).await?;
     create_private_dir(&config.data_dir)?;
+    let (instance, new_instance) = instance::load_or_create(&config.data_dir)?;
     let datastore = DataStore::open(&datastore_url(&config.datastore)?).await?;
     let key_manager = Arc::new(DiskKeyManager::open(&config.data_dir)?);
-    let journal = datastore.ca_journal(server_id.as_str()).await?;
     let settings = CaSettings {
         trust_domain: config.trust_domain.clone(),
         key_type: config.ca.key_type,
         ttl: config.ca.ttl,
     };
+    let start_ca = |journal: Option<&[u8]>| {
+        CertificateAuthority::start(
+            settings.clone(),
+            Arc::clone(&key_manager) as _,
+            upstream.clone(),
+            journal,
+            SystemTime::now(),
+        )
+    };
+    let journal = datastore.ca_journal(&instance).await?;
     let mut resumed = journal.is_some();
-    let (mut ca, mut events) = CertificateAuthority::start(
-        settings.clone(),
-        Arc::clone(&key_manager) as _,
-        upstream.clone(),
-        journal.as_deref(),
-        SystemTime::now(),
-    )?;
+    let mut adopted_legacy = false;
+    let (mut ca, mut events) = match journal {
+        Some(journal) => start_ca(Some(journal.as_slice()))?,
+        // Before instance IDs, the one server kept its journal under the server ID. Its keys
+        // are in this data directory if this is that server (upgraded): then it is adopted;
+        // otherwise it is another server's, and this one starts its own authorities.
+        None => match datastore.ca_journal(server_id.as_str()).await? {
+            Some(legacy) if new_instance => match start_ca(Some(legacy.as_slice())) {
+                Ok(started) => {
+                    tracing::info!("ca state of this server adopted from before instance ids");
+                    resumed = true;
+                    adopted_legacy = true;
+                    started
+                }
+                Err(CaError::MissingKey(_)) => start_ca(None)?,
+                Err(error) => return Err(error.into()),
+            },
+            _ => start_ca(None)?,
+        },
+    };
     // A journal written under another upstream (or none) holds CAs that the bundle this
     // upstream publishes does not trust: start new ones instead.
     if resumed
@@ -203,14 +237,27 @@ pub async fn run(
              starting new authorities"
         );
         let previous = ca.sequence();
-        (ca, events) =
-            CertificateAuthority::start(settings, key_manager, upstream, None, SystemTime::now())?;
+        (ca, events) = start_ca(None)?;
         ca.follow_sequence(previous);
         resumed = false;
     }
-    tracing::info!(resumed, sequence = ca.sequence(), "ca started");
+    tracing::info!(%instance, resumed, sequence = ca.sequence(), "ca started");
     log_events(&events);
-    let persisted = persist(&datastore, server_id.as_str(), &ca).await?;
+    let (persisted, own_bundle) = persist(&datastore, &config.trust_domain, &instance, &ca).await?;
+    if adopted_legacy {
+        datastore.delete_ca_journal(server_id.as_str()).await?;
+    }
+    let others = datastore.other_publishers(&instance).await?;
+    if !resumed && others > 0 {
+        // The other servers' agents must have these authorities before anything signed by
+        // them reaches a workload (SPIFFE Federation: publish new keys before use).
+        tracing::info!(
+            servers = others,
+            "new authorities published; waiting {}s for the other servers to serve them before              signing with them",
+            JOIN_DELAY.as_secs()
+        );
+        tokio::time::sleep(JOIN_DELAY).await;
+    }
     let settings = StateSettings {
         trust_domain: config.trust_domain.clone(),
         default_x509_ttl: config.svid.default_x509_ttl,
@@ -218,15 +265,12 @@ pub async fn run(
         jwt_issuer: config.svid.jwt_issuer.clone(),
     };
     let state = Arc::new(ServerState::load(settings, datastore.clone(), ca).await?);
+    state.set_stored_own_bundle(own_bundle);
     // A bad initial bundle stops the start, like any other config file that cannot be used.
     let federation =
         Arc::new(Federation::start(Arc::clone(&state), &config.federation.federates_with).await?);
     start_stored_relationships(&datastore, &federation, &config.federation.federates_with).await?;
-    let rotation = tokio::spawn(rotate_forever(
-        Arc::clone(&state),
-        server_id.to_string(),
-        persisted,
-    ));
+    let rotation = tokio::spawn(rotate_forever(Arc::clone(&state), instance, persisted));
 
     let health = match health_listener {
         Some((address, listener)) => {
@@ -330,19 +374,26 @@ fn datastore_url(datastore: &Datastore) -> Result<String, RunError> {
     }
 }
 
-/// Writes the CA journal and the own bundle; returns the journal written.
+/// Writes this instance's CA journal and publishes its authorities; returns the journal
+/// written and the own bundle after it.
 async fn persist(
     datastore: &DataStore,
-    server_id: &str,
+    trust_domain: &TrustDomain,
+    instance: &str,
     ca: &CertificateAuthority,
-) -> Result<Vec<u8>, RunError> {
+) -> Result<(Vec<u8>, Bundle), RunError> {
     let journal = ca.journal();
-    datastore.set_ca_journal(server_id, &journal).await?;
-    datastore.set_bundle(&ca.bundle()).await?;
-    Ok(journal)
+    datastore.set_ca_journal(instance, &journal).await?;
+    let bundle = datastore
+        .publish_authorities(trust_domain, instance, &ca.published())
+        .await?;
+    Ok((journal, bundle))
 }
 
-async fn rotate_forever(state: Arc<ServerState>, server_id: String, mut persisted: Vec<u8>) {
+/// Every [`ROTATE_INTERVAL`]: rotates the CA, writes its journal and publishes its
+/// authorities when they changed, and reads the own bundle back when another server changed
+/// it.
+async fn rotate_forever(state: Arc<ServerState>, instance: String, mut persisted: Vec<u8>) {
     let mut ticks = tokio::time::interval(ROTATE_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick completes at once; start() has just rotated.
@@ -360,27 +411,46 @@ async fn rotate_forever(state: Arc<ServerState>, server_id: String, mut persiste
                 continue;
             }
         };
+        let datastore = state.datastore();
         match rotated {
-            Ok(rotation) => {
+            Ok(rotation) if rotation.journal != persisted => {
                 log_events(&rotation.events);
-                if rotation.journal == persisted {
-                    continue;
-                }
-                let datastore = state.datastore();
-                let written = match datastore
-                    .set_ca_journal(&server_id, &rotation.journal)
-                    .await
-                {
-                    Ok(()) => datastore.set_bundle(&rotation.bundle).await,
+                let written = match datastore.set_ca_journal(&instance, &rotation.journal).await {
+                    Ok(()) => {
+                        datastore
+                            .publish_authorities(
+                                state.trust_domain(),
+                                &instance,
+                                &rotation.published,
+                            )
+                            .await
+                    }
                     Err(error) => Err(error),
                 };
                 match written {
-                    Ok(()) => persisted = rotation.journal,
+                    Ok(bundle) => {
+                        persisted = rotation.journal;
+                        state.set_stored_own_bundle(bundle);
+                        continue;
+                    }
                     // Retried on the next tick, since `persisted` is unchanged.
                     Err(error) => tracing::error!(%error, "cannot persist the ca state"),
                 }
             }
+            Ok(rotation) => log_events(&rotation.events),
             Err(error) => tracing::error!(%error, "ca rotation failed"),
+        }
+        // Other servers on the datastore publish theirs: read the own bundle back.
+        match datastore.bundle(state.trust_domain()).await {
+            Ok(Some(stored)) if stored.sequence() != state.stored_own_sequence() => {
+                tracing::info!(
+                    sequence = stored.sequence(),
+                    "own bundle changed in the datastore (another server's authorities)"
+                );
+                state.set_stored_own_bundle(stored);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot read the own bundle back"),
         }
     }
 }

@@ -21,7 +21,7 @@ use sigil_spiffe::{Bundle, JwtSvid, SpiffeId, SpiffeIdError, TrustDomain};
 use zeroize::Zeroizing;
 
 use crate::ca::{CaError, CaEvent, CertificateAuthority};
-use crate::datastore::{DataStore, DataStoreError, NodeFilter};
+use crate::datastore::{DataStore, DataStoreError, NodeFilter, PublishedAuthority};
 use crate::hub::SyncHub;
 use crate::index::EntryIndex;
 
@@ -102,9 +102,11 @@ pub struct Rotation {
     pub events: Vec<CaEvent>,
     /// The journal after the step.
     pub journal: Vec<u8>,
-    /// Our bundle after the step.
+    /// What this server's CA publishes after the step.
+    pub published: Vec<PublishedAuthority>,
+    /// Our bundle after the step (as served: every server's authorities and ours).
     pub bundle: Bundle,
-    /// Whether the bundle's content changed (and the streams were woken).
+    /// Whether the served bundle changed (and the streams were woken).
     pub bundle_changed: bool,
 }
 
@@ -117,6 +119,12 @@ pub struct ServerState {
     jwt_issuer: Option<String>,
     datastore: DataStore,
     ca: RwLock<CertificateAuthority>,
+    /// The own bundle as the datastore last gave it: the authorities of every server instance
+    /// on it.
+    stored_own: RwLock<Bundle>,
+    /// The own bundle served: `stored_own` with this CA's authorities added (the same, once
+    /// they are published).
+    own: RwLock<Bundle>,
     index: RwLock<EntryIndex>,
     agents: RwLock<HashMap<SpiffeId, AgentRecord>>,
     federated: RwLock<BTreeMap<TrustDomain, Bundle>>,
@@ -184,6 +192,8 @@ impl ServerState {
             agents = agents.len(),
             "server state loaded"
         );
+        // Until `set_stored_own_bundle`, the CA's bundle alone: a server by itself.
+        let own = ca.bundle();
         Ok(Self {
             trust_domain: settings.trust_domain,
             server_id,
@@ -192,6 +202,8 @@ impl ServerState {
             jwt_issuer: settings.jwt_issuer,
             datastore,
             ca: RwLock::new(ca),
+            stored_own: RwLock::new(own.clone()),
+            own: RwLock::new(own),
             index: RwLock::new(index),
             agents: RwLock::new(agents),
             federated: RwLock::new(federated),
@@ -254,28 +266,59 @@ impl ServerState {
         read(&self.ca)
     }
 
-    /// Moves the CA along its life at `now`; wakes every stream when the bundle changed.
+    /// Moves the CA along its life at `now`; wakes every stream when the bundle changed. The
+    /// caller publishes [`Rotation::published`] and gives the result to
+    /// [`Self::set_stored_own_bundle`].
     pub fn rotate_ca(&self, now: SystemTime) -> Result<Rotation, CaError> {
-        let rotation = {
+        let (events, journal, published) = {
             let mut ca = write(&self.ca);
-            let before = ca.sequence();
             let events = ca.rotate(now)?;
-            Rotation {
-                events,
-                journal: ca.journal(),
-                bundle: ca.bundle(),
-                bundle_changed: ca.sequence() != before,
-            }
+            (events, ca.journal(), ca.published())
         };
-        if rotation.bundle_changed {
-            self.hub.notify_bundles();
-        }
-        Ok(rotation)
+        let (bundle, bundle_changed) = self.refresh_own();
+        Ok(Rotation {
+            events,
+            journal,
+            published,
+            bundle,
+            bundle_changed,
+        })
     }
 
-    /// Our own bundle.
+    /// Takes the own bundle as the datastore has it now (after a publication, or read back to
+    /// see other servers' changes); wakes every stream when the served bundle changed, and
+    /// says whether it did.
+    pub fn set_stored_own_bundle(&self, stored: Bundle) -> bool {
+        *write(&self.stored_own) = stored;
+        self.refresh_own().1
+    }
+
+    /// The own bundle's sequence number as the datastore last gave it.
+    pub fn stored_own_sequence(&self) -> Option<u64> {
+        read(&self.stored_own).sequence()
+    }
+
+    /// Recomputes the served own bundle; wakes the streams when it changed.
+    fn refresh_own(&self) -> (Bundle, bool) {
+        let served = served_own(&read(&self.stored_own), &self.ca().bundle());
+        let changed = {
+            let mut own = write(&self.own);
+            let changed = *own != served;
+            if changed {
+                own.clone_from(&served);
+            }
+            changed
+        };
+        if changed {
+            self.hub.notify_bundles();
+        }
+        (served, changed)
+    }
+
+    /// Our own bundle: every server instance's authorities (as the datastore last had them)
+    /// and this server's.
     pub fn own_bundle(&self) -> Bundle {
-        self.ca().bundle()
+        read(&self.own).clone()
     }
 
     /// The federated bundle of `trust_domain`, if any.
@@ -546,6 +589,28 @@ pub enum AttestError {
     /// The datastore failed.
     #[error(transparent)]
     DataStore(#[from] DataStoreError),
+}
+
+/// The own bundle to serve: `stored` with the authorities of `ca` that it lacks. When it lacks
+/// some (they are not published yet, or the datastore could not be written), the sequence
+/// number is one past the stored one, since the content is not the stored content.
+fn served_own(stored: &Bundle, ca: &Bundle) -> Bundle {
+    let mut served = stored.clone();
+    for authority in ca.x509().authorities() {
+        served.x509_mut().add_authority(authority.clone());
+    }
+    for authority in ca.jwt().authorities() {
+        if served.jwt().authority(authority.key_id()).is_none() {
+            served.jwt_mut().add_authority(authority.clone());
+        }
+    }
+    let grew = served.x509().authorities().len() != stored.x509().authorities().len()
+        || served.jwt().authorities().len() != stored.jwt().authorities().len();
+    if grew {
+        let next = stored.sequence().unwrap_or(0).saturating_add(1);
+        served.set_sequence(Some(next));
+    }
+    served
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {

@@ -30,15 +30,16 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    ChildGuard, HANG_GUARD, fetch_first, first_message, load_average, report, status_kib,
-    unix_channel, wait_for_socket, workload_client, workload_request,
+    ChildGuard, HANG_GUARD, cached_jwt_latency, fetch_first, first_message, free_port,
+    load_average, report, status_kib, unix_channel, wait_for_socket, workload_client,
+    workload_request,
 };
 
 use sigil_proto::server::v1 as pb;
 use sigil_proto::server::v1::agent_client::AgentClient;
 use sigil_proto::server::v1::bundle_client::BundleClient;
 use sigil_proto::server::v1::entry_client::EntryClient;
-use sigil_proto::workload::{JwtsvidRequest, X509svidRequest, X509svidResponse};
+use sigil_proto::workload::{X509svidRequest, X509svidResponse};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::transport::Channel;
@@ -158,7 +159,8 @@ async fn in_process(sizes: &Sizes) {
     assert_eq!(first.svids.len(), 1, "the workload has its one SVID");
 
     x509_latency(sizes, &socket).await;
-    jwt_latency(sizes, &socket).await;
+    // Step 2: FetchJWTSVID for one audience, again and again, on one connection.
+    cached_jwt_latency(&socket, sizes.jwt).await;
     entry_to_stream(sizes, &admin, &agent_id, &socket, uid).await;
     for &n in &sizes.memory {
         memory(&admin, dir.path(), port, n, uid).await;
@@ -268,34 +270,6 @@ async fn x509_latency(sizes: &Sizes, socket: &Path) {
             started.elapsed(),
         );
     }
-}
-
-/// Step 2: `FetchJWTSVID` for one audience, again and again, on one connection.
-async fn jwt_latency(sizes: &Sizes, socket: &Path) {
-    let mut client = workload_client(socket).await.unwrap();
-    let request = || {
-        workload_request(JwtsvidRequest {
-            audience: vec!["bench-audience".to_owned()],
-            spiffe_id: String::new(),
-        })
-    };
-    // The first call mints (agent → server); the rest are served from the agent's cache.
-    let minted = client.fetch_jwtsvid(request()).await.unwrap().into_inner();
-    assert_eq!(minted.svids.len(), 1);
-    let token = minted.svids[0].svid.clone();
-    let started = Instant::now();
-    let mut latencies = Vec::with_capacity(sizes.jwt);
-    for _ in 0..sizes.jwt {
-        let call = Instant::now();
-        let response = client.fetch_jwtsvid(request()).await.unwrap().into_inner();
-        latencies.push(call.elapsed());
-        assert_eq!(response.svids[0].svid, token, "served from the cache");
-    }
-    report(
-        "FetchJWTSVID, cached, one connection",
-        &mut latencies,
-        started.elapsed(),
-    );
 }
 
 /// Step 5: a `BatchCreateEntry` call returns; how long until the open stream has the SVID.
@@ -586,11 +560,6 @@ async fn dev_once(dir: &Path) -> Duration {
 
 fn own_uid() -> u32 {
     fs::metadata("/proc/self").unwrap().uid()
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 fn agent_toml(port: u16, token: &str, cache_size: usize) -> String {

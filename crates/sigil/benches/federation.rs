@@ -14,6 +14,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -38,11 +40,12 @@ use sigil_spiffe::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
+
+use common::{HANG_GUARD, free_port, unix_channel, wait_for_socket};
 
 const TD: &str = "example.org";
 const PEER: &str = "peer.test";
-const HANG_GUARD: Duration = Duration::from_secs(120);
 
 fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -90,7 +93,7 @@ async fn run(samples: usize) {
         .await
     });
     wait_for_socket(&admin_socket).await;
-    let admin = unix_channel(&admin_socket).await;
+    let admin = unix_channel(admin_socket.clone()).await.unwrap();
     let agent_id = format!("spiffe://{TD}/sigil/agent/bench");
     let token = prepare(&admin, dir.path(), &agent_id).await;
     let agent_config = sigil_agent::config::Config::parse(
@@ -292,36 +295,4 @@ async fn prepare(admin: &Channel, dir: &Path, agent_id: &str) -> String {
     let code = created.results[0].status.as_ref().map_or(0, |s| s.code);
     assert_eq!(code, 0, "{:?}", created.results[0]);
     token
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-async fn wait_for_socket(socket: &Path) {
-    let deadline = Instant::now() + HANG_GUARD;
-    while tokio::net::UnixStream::connect(socket).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never came up",
-            socket.display()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn unix_channel(socket: &Path) -> Channel {
-    let socket = socket.to_owned();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap()
 }

@@ -38,12 +38,12 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{
-    HANG_GUARD, cpu_time, fetch_first, load_average, report, status_kib, wait_for_socket,
-    workload_client, workload_request,
+    HANG_GUARD, cached_jwt_latency, cpu_time, fetch_first, free_port, load_average, report,
+    status_kib, wait_for_socket, workload_client, workload_request,
 };
 use sigil_proto::server::v1 as pb;
 use sigil_proto::server::v1::entry_client::EntryClient;
-use sigil_proto::workload::{JwtsvidRequest, X509svidRequest, X509svidResponse};
+use sigil_proto::workload::{X509svidRequest, X509svidResponse};
 use spire_process::{FAST_AGENT, FAST_SERVER, Process, SpireAgent, SpireServer};
 use tokio::time::Instant;
 
@@ -606,29 +606,7 @@ async fn x509_latency(sizes: &Sizes, socket: &Path, figures: &mut Figures) {
 
 /// Row 3: `FetchJWTSVID` for one audience, again and again, on one connection.
 async fn jwt_latency(sizes: &Sizes, socket: &Path, figures: &mut Figures) {
-    let mut client = workload_client(socket).await.unwrap();
-    let request = || {
-        workload_request(JwtsvidRequest {
-            audience: vec!["bench-audience".to_owned()],
-            spiffe_id: String::new(),
-        })
-    };
-    let minted = client.fetch_jwtsvid(request()).await.unwrap().into_inner();
-    assert_eq!(minted.svids.len(), 1);
-    let token = minted.svids[0].svid.clone();
-    let started = Instant::now();
-    let mut latencies = Vec::with_capacity(sizes.jwt);
-    for _ in 0..sizes.jwt {
-        let call = Instant::now();
-        let response = client.fetch_jwtsvid(request()).await.unwrap().into_inner();
-        latencies.push(call.elapsed());
-        assert_eq!(response.svids[0].svid, token, "served from the cache");
-    }
-    let p = report(
-        "FetchJWTSVID, cached, one connection",
-        &mut latencies,
-        started.elapsed(),
-    );
+    let p = cached_jwt_latency(socket, sizes.jwt).await;
     figures.put("cached FetchJWTSVID p50", p.p50, "µs");
 }
 
@@ -929,9 +907,4 @@ fn print_table(results: &[(Kind, Figures)]) {
 
 fn own_uid() -> u32 {
     fs::metadata("/proc/self").unwrap().uid()
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }

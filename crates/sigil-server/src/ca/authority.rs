@@ -32,6 +32,7 @@ use sigil_spiffe::{
 };
 
 use super::key_manager::{KeyId, KeyManager, KeyManagerError};
+use crate::datastore::PublishedAuthority;
 
 /// How far back SVIDs are dated, for clocks that run a little behind ours.
 const BACKDATE: Duration = Duration::from_secs(10);
@@ -275,6 +276,52 @@ impl CertificateAuthority {
         }
         bundle.set_sequence(Some(self.sequence));
         bundle
+    }
+
+    /// What this CA contributes to the trust domain's bundle (the authorities of
+    /// [`Self::bundle`]), each with the end of its validity: several servers on one
+    /// datastore publish theirs, and the bundle is the union.
+    pub fn published(&self) -> Vec<PublishedAuthority> {
+        let mut published = Vec::new();
+        match &self.upstream {
+            Some(upstream) => {
+                // The root outlives our intermediates; when it cannot be read, it stays as
+                // long as the newest of them.
+                let not_after = validity(Some(&upstream.root)).map_or_else(
+                    |_| {
+                        self.x509
+                            .iter()
+                            .map(|s| s.not_after)
+                            .max()
+                            .unwrap_or(UNIX_EPOCH)
+                    },
+                    |(_, not_after)| not_after,
+                );
+                published.push(PublishedAuthority::X509 {
+                    certificate: upstream.root.clone(),
+                    not_after: unix(not_after),
+                });
+            }
+            None => {
+                for slot in &self.x509 {
+                    if let Some(cert) = slot.chain.first() {
+                        published.push(PublishedAuthority::X509 {
+                            certificate: cert.clone(),
+                            not_after: unix(slot.not_after),
+                        });
+                    }
+                }
+            }
+        }
+        for slot in &self.jwt {
+            if let Ok(authority) = JwtAuthority::new(slot.kid.clone(), slot.public_key.clone()) {
+                published.push(PublishedAuthority::Jwt {
+                    authority,
+                    not_after: unix(slot.not_after),
+                });
+            }
+        }
+        published
     }
 
     /// The bundle's `spiffe_sequence`.

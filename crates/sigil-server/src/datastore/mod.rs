@@ -1,6 +1,6 @@
 //! The server's SQL datastore: bundles, attested nodes, registration entries, join tokens, the
-//! CA journal, federation relationships and the change feed (`events`), on SQLite, PostgreSQL
-//! or MySQL/MariaDB.
+//! CA journals and published authorities of every server instance, federation relationships
+//! and the change feed (`events`), on SQLite, PostgreSQL or MySQL/MariaDB.
 //!
 //! One code path serves the three backends through sqlx's `Any` driver with runtime queries.
 //! Queries are written with `?` placeholders; [`DataStore::sql`] rewrites them to `$1, $2, ...`
@@ -14,6 +14,7 @@
 //! belongs to the API layer. It does enforce what needs the database to decide: duplicate
 //! entries, single-use join tokens, schema versions.
 
+mod authority;
 mod bundle;
 mod entry;
 mod event;
@@ -29,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 
+pub use authority::PublishedAuthority;
 pub use entry::{EntryFilter, EntryPage, MAX_PAGE_SIZE};
 pub use event::{Event, EventKind};
 pub use node::NodeFilter;
@@ -228,7 +230,7 @@ impl DataStore {
         self.pool.close().await;
     }
 
-    /// The CA journal of one server, if it saved one.
+    /// The CA journal of one server instance, if it saved one.
     pub async fn ca_journal(&self, server_id: &str) -> Result<Option<Vec<u8>>> {
         let row = sqlx::query(self.sql("SELECT journal FROM ca_journals WHERE server_id = ?"))
             .bind(server_id)
@@ -263,6 +265,15 @@ impl DataStore {
             .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes the CA journal of one server (absent: nothing to do).
+    pub async fn delete_ca_journal(&self, server_id: &str) -> Result<()> {
+        sqlx::query(self.sql("DELETE FROM ca_journals WHERE server_id = ?"))
+            .bind(server_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

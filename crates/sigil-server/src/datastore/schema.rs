@@ -20,6 +20,11 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
         include_str!("../../migrations/postgres/0002_federation_relationships.sql"),
         include_str!("../../migrations/mysql/0002_federation_relationships.sql"),
     ),
+    (
+        include_str!("../../migrations/sqlite/0003_server_authorities.sql"),
+        include_str!("../../migrations/postgres/0003_server_authorities.sql"),
+        include_str!("../../migrations/mysql/0003_server_authorities.sql"),
+    ),
 ];
 
 /// Brings the schema up to [`SCHEMA_VERSION`], or refuses a newer one. Servers sharing a

@@ -11,8 +11,10 @@ use std::time::Duration;
 use sigil_core::{AttestedNode, EntryId, JoinToken, RegistrationEntry, Selector, SelectorSet};
 use sigil_server::config::{FederatesWith, RemoteProfile};
 use sigil_server::datastore::{
-    DataStore, DataStoreError, EntryFilter, Event, EventKind, NodeFilter, SCHEMA_VERSION,
+    DataStore, DataStoreError, EntryFilter, Event, EventKind, NodeFilter, PublishedAuthority,
+    SCHEMA_VERSION,
 };
+use sigil_spiffe::x509::{CaParams, X509Authority};
 use sigil_spiffe::{Bundle, JwtAuthority, KeyType, PrivateKey, SpiffeId, TrustDomain};
 use sqlx::{AssertSqlSafe, Connection};
 use zeroize::Zeroizing;
@@ -205,7 +207,9 @@ suite!(
     reopen_keeps_data,
     federation_relationships_create_get_list_update_delete,
     federation_relationship_errors_change_nothing,
-    version_1_database_is_migrated_to_federation_relationships,
+    version_1_database_is_migrated_to_the_current_schema,
+    published_authorities_make_one_bundle_of_every_instance,
+    publishers_at_once_lose_no_authority,
 );
 
 fn td(name: &str) -> TrustDomain {
@@ -1255,12 +1259,20 @@ async fn federation_relationship_errors_change_nothing(ctx: Ctx) {
     assert!(s.events_after(after, 100).await.unwrap().is_empty());
 }
 
-async fn version_1_database_is_migrated_to_federation_relationships(ctx: Ctx) {
-    // Bring the database back to what a version-1 build left: no table, version 1 recorded.
+async fn version_1_database_is_migrated_to_the_current_schema(ctx: Ctx) {
+    // Bring the database back to what a version-1 build left, with the own bundle a single
+    // server of that build wrote: no later table, version 1 recorded.
+    let example = td("example.org");
+    let ca = ca_certificate();
+    let mut legacy = Bundle::new(example.clone());
+    legacy.x509_mut().add_authority(ca.clone());
+    legacy.set_sequence(Some(41));
+    ctx.store.set_bundle(&legacy).await.unwrap();
     ctx.store.close().await;
     let mut conn = sqlx::AnyConnection::connect(&ctx.url).await.unwrap();
     for statement in [
         "DROP TABLE federation_relationships",
+        "DROP TABLE server_authorities",
         "DELETE FROM schema_version WHERE version > 1",
     ] {
         sqlx::query(statement).execute(&mut conn).await.unwrap();
@@ -1274,5 +1286,151 @@ async fn version_1_database_is_migrated_to_federation_relationships(ctx: Ctx) {
         store.list_federation_relationships().await.unwrap(),
         vec![b]
     );
+    // The upgraded server publishes the authorities it had: the same content, the same
+    // sequence number, so nobody sees a change.
+    let published = store
+        .publish_authorities(&example, "upgraded", &[x509(&ca, T0 + 100)])
+        .await
+        .unwrap();
+    assert_eq!(published, legacy);
     store.close().await;
+}
+
+/// A self-signed CA certificate of example.org, as a server's X.509 authority.
+fn ca_certificate() -> rustls_pki_types::CertificateDer<'static> {
+    let now = std::time::SystemTime::now();
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    X509Authority::self_signed(
+        Arc::new(key),
+        &CaParams::new(td("example.org"), now, now + Duration::from_secs(3600)),
+    )
+    .unwrap()
+    .certificate()
+    .clone()
+}
+
+fn x509(
+    certificate: &rustls_pki_types::CertificateDer<'static>,
+    not_after: i64,
+) -> PublishedAuthority {
+    PublishedAuthority::X509 {
+        certificate: certificate.clone(),
+        not_after,
+    }
+}
+
+fn jwt(kid: &str, not_after: i64) -> PublishedAuthority {
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    PublishedAuthority::Jwt {
+        authority: JwtAuthority::new(kid, key.public_key()).unwrap(),
+        not_after,
+    }
+}
+
+fn x509_count(bundle: &Bundle) -> usize {
+    bundle.x509().authorities().len()
+}
+
+fn kids(bundle: &Bundle) -> Vec<&str> {
+    bundle
+        .jwt()
+        .authorities()
+        .map(JwtAuthority::key_id)
+        .collect()
+}
+
+async fn published_authorities_make_one_bundle_of_every_instance(ctx: Ctx) {
+    let s = &ctx.store;
+    let example = td("example.org");
+    let (ca_a, ca_b, ca_b2) = (ca_certificate(), ca_certificate(), ca_certificate());
+    let a = [x509(&ca_a, T0 + 100), jwt("ka", T0 + 100)];
+    let first = s.publish_authorities(&example, "a", &a).await.unwrap();
+    assert_eq!(first.sequence(), Some(1));
+    assert_eq!((x509_count(&first), kids(&first)), (1, vec!["ka"]));
+    assert_eq!(s.bundle(&example).await.unwrap(), Some(first.clone()));
+    assert_eq!(s.other_publishers("a").await.unwrap(), 0);
+
+    // Publishing the same again changes nothing, not even the sequence number or the feed.
+    let events = s.latest_event_id().await.unwrap();
+    assert_eq!(
+        s.publish_authorities(&example, "a", &a).await.unwrap(),
+        first
+    );
+    assert_eq!(s.latest_event_id().await.unwrap(), events);
+
+    // A second instance: the bundle holds both, and each sees the other.
+    let b = [x509(&ca_b, T0 + 200), jwt("kb", T0 + 200)];
+    let both = s.publish_authorities(&example, "b", &b).await.unwrap();
+    assert_eq!(both.sequence(), Some(2));
+    assert_eq!((x509_count(&both), kids(&both)), (2, vec!["ka", "kb"]));
+    assert_eq!(s.other_publishers("a").await.unwrap(), 1);
+    assert_eq!(s.other_publishers("b").await.unwrap(), 1);
+    assert_eq!(s.other_publishers("c").await.unwrap(), 2);
+    let events_after = s.events_after(events, 10).await.unwrap();
+    assert_eq!(
+        kinds(&events_after),
+        [(EventKind::BundleUpdated, "example.org")]
+    );
+
+    // b rotates (a new CA, the old one stays until it expires): a's authorities stay.
+    let b = [
+        x509(&ca_b, T0 + 200),
+        x509(&ca_b2, T0 + 300),
+        jwt("kb", T0 + 200),
+    ];
+    let rotated = s.publish_authorities(&example, "b", &b).await.unwrap();
+    assert_eq!(rotated.sequence(), Some(3));
+    assert_eq!(x509_count(&rotated), 3);
+    assert!(rotated.x509().authorities().contains(&ca_a));
+
+    // Past a's end, a's authorities leave with the next publication, whoever makes it.
+    ctx.set_now(T0 + 150);
+    let later = s.publish_authorities(&example, "b", &b).await.unwrap();
+    assert_eq!(later.sequence(), Some(4));
+    assert_eq!((x509_count(&later), kids(&later)), (2, vec!["kb"]));
+    assert!(!later.x509().authorities().contains(&ca_a));
+    assert_eq!(s.other_publishers("b").await.unwrap(), 0);
+    // An authority already expired when published is not stored.
+    let stale = s
+        .publish_authorities(&example, "c", &[jwt("kc", T0 + 150)])
+        .await
+        .unwrap();
+    assert_eq!(stale, later);
+    // Other trust domains' bundles are not touched.
+    s.set_bundle(&Bundle::new(td("peer.test"))).await.unwrap();
+    s.publish_authorities(&example, "b", &b[..1]).await.unwrap();
+    assert_eq!(
+        s.bundle(&td("peer.test")).await.unwrap(),
+        Some(Bundle::new(td("peer.test")))
+    );
+}
+
+async fn publishers_at_once_lose_no_authority(ctx: Ctx) {
+    // Eight servers on their own connections publish at the same moment, with no bundle
+    // stored yet: every authority ends up in the bundle.
+    let example = td("example.org");
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let store = ctx.reopen().await.unwrap();
+        let example = example.clone();
+        tasks.push(tokio::spawn(async move {
+            let mine = [
+                x509(&ca_certificate(), T0 + 100),
+                jwt(&format!("k{n}"), T0 + 100),
+            ];
+            store
+                .publish_authorities(&example, &format!("i{n}"), &mine)
+                .await
+                .unwrap();
+            store.close().await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let bundle = ctx.store.bundle(&example).await.unwrap().unwrap();
+    assert_eq!(x509_count(&bundle), 8);
+    assert_eq!(kids(&bundle).len(), 8);
+    // Each publication that changed the content bumped the sequence once.
+    assert_eq!(bundle.sequence(), Some(8));
 }

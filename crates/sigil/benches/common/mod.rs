@@ -10,7 +10,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use sigil_proto::workload::{X509svidRequest, X509svidResponse};
+use sigil_proto::workload::{JwtsvidRequest, X509svidRequest, X509svidResponse};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -113,6 +113,12 @@ pub(crate) fn load_average() -> String {
         .join(" ")
 }
 
+/// A TCP port free on 127.0.0.1 when asked.
+pub(crate) fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
 pub(crate) async fn wait_for_socket(socket: &Path) {
     let deadline = Instant::now() + HANG_GUARD;
     while tokio::net::UnixStream::connect(socket).await.is_err() {
@@ -174,4 +180,32 @@ pub(crate) async fn fetch_first(socket: &Path) -> Result<X509svidResponse, tonic
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     first_message(&mut client).await
+}
+
+/// `FetchJWTSVID` for one audience `calls` times on one connection, after a first call that
+/// mints (agent to server): the rest are served from the agent's cache, as each checks.
+pub(crate) async fn cached_jwt_latency(socket: &Path, calls: usize) -> Percentiles {
+    let mut client = workload_client(socket).await.unwrap();
+    let request = || {
+        workload_request(JwtsvidRequest {
+            audience: vec!["bench-audience".to_owned()],
+            spiffe_id: String::new(),
+        })
+    };
+    let minted = client.fetch_jwtsvid(request()).await.unwrap().into_inner();
+    assert_eq!(minted.svids.len(), 1);
+    let token = minted.svids[0].svid.clone();
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let call = Instant::now();
+        let response = client.fetch_jwtsvid(request()).await.unwrap().into_inner();
+        latencies.push(call.elapsed());
+        assert_eq!(response.svids[0].svid, token, "served from the cache");
+    }
+    report(
+        "FetchJWTSVID, cached, one connection",
+        &mut latencies,
+        started.elapsed(),
+    )
 }

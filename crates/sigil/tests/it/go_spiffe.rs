@@ -382,6 +382,22 @@ fn go_spiffe_workloads_under_other_uids_do_mtls_with_go_and_rust_peers() {
     let material = runtime.block_on(rust_material(&socket));
     assert_eq!(material.spiffe_id().unwrap().to_string(), rust);
 
+    // The Go mTLS client as `uid`, connecting to `addr`, authorizing the server by `flag`.
+    let mtls_client = |uid: u32, addr: &str, flag: &str, value: &str| {
+        go_as(
+            &binary,
+            uid,
+            &[
+                "mtls-client",
+                "-socket",
+                &socket,
+                "-connect",
+                addr,
+                flag,
+                value,
+            ],
+        )
+    };
     // Go <-> Go: a spiffetls server as 4242 that authorizes only the frontend.
     let mut go_server = GoProcess::spawn(go_as(
         &binary,
@@ -389,35 +405,16 @@ fn go_spiffe_workloads_under_other_uids_do_mtls_with_go_and_rust_peers() {
         &["mtls-server", "-socket", &socket, "-authorize-id", frontend],
     ));
     let go_addr = go_server.next()["listening"].as_str().unwrap().to_owned();
-    let reply = go::run(&mut go_as(
-        &binary,
-        4343,
-        &[
-            "mtls-client",
-            "-socket",
-            &socket,
-            "-connect",
-            &go_addr,
-            "-authorize-id",
-            backend,
-        ],
-    ));
+    let reply = go::run(&mut mtls_client(4343, &go_addr, "-authorize-id", backend));
     assert_eq!(reply["peer"], backend);
     assert_eq!(reply["reply"], format!("ping from {backend} to {frontend}"));
     assert_eq!(go_server.next()["served"], frontend);
     // The client's AuthorizeID refuses a server that is not the one it wants.
-    let refused = go_as(
-        &binary,
+    let refused = mtls_client(
         4343,
-        &[
-            "mtls-client",
-            "-socket",
-            &socket,
-            "-connect",
-            &go_addr,
-            "-authorize-id",
-            "spiffe://example.org/someone-else",
-        ],
+        &go_addr,
+        "-authorize-id",
+        "spiffe://example.org/someone-else",
     )
     .output()
     .unwrap();
@@ -473,19 +470,7 @@ fn go_spiffe_workloads_under_other_uids_do_mtls_with_go_and_rust_peers() {
         material.clone(),
         Authorizer::exact(id(frontend)),
     ));
-    let reply = go::run(&mut go_as(
-        &binary,
-        4343,
-        &[
-            "mtls-client",
-            "-socket",
-            &socket,
-            "-connect",
-            &rust_addr,
-            "-authorize-id",
-            rust,
-        ],
-    ));
+    let reply = go::run(&mut mtls_client(4343, &rust_addr, "-authorize-id", rust));
     assert_eq!(reply["peer"], rust);
     assert_eq!(reply["reply"], "pong from rust");
     assert_eq!(runtime.block_on(task).unwrap().unwrap(), frontend);
@@ -495,21 +480,9 @@ fn go_spiffe_workloads_under_other_uids_do_mtls_with_go_and_rust_peers() {
         material.clone(),
         Authorizer::exact(id(frontend)),
     ));
-    let refused = go_as(
-        &binary,
-        4343,
-        &[
-            "mtls-client",
-            "-socket",
-            &socket,
-            "-connect",
-            &rust_addr,
-            "-authorize-member-of",
-            "other.test",
-        ],
-    )
-    .output()
-    .unwrap();
+    let refused = mtls_client(4343, &rust_addr, "-authorize-member-of", "other.test")
+        .output()
+        .unwrap();
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("unexpected trust domain"), "{stderr}");
@@ -518,21 +491,9 @@ fn go_spiffe_workloads_under_other_uids_do_mtls_with_go_and_rust_peers() {
     // The Rust server's authorizer refuses the backend as a client.
     let (rust_addr, task) =
         runtime.block_on(rust_server(material, Authorizer::exact(id(frontend))));
-    let refused = go_as(
-        &binary,
-        4242,
-        &[
-            "mtls-client",
-            "-socket",
-            &socket,
-            "-connect",
-            &rust_addr,
-            "-authorize-id",
-            rust,
-        ],
-    )
-    .output()
-    .unwrap();
+    let refused = mtls_client(4242, &rust_addr, "-authorize-id", rust)
+        .output()
+        .unwrap();
     assert_eq!(refused.status.code(), Some(1), "the backend got a reply");
     let error = runtime.block_on(task).unwrap().unwrap_err();
     assert!(error.contains("ApplicationVerificationFailure"), "{error}");

@@ -13,6 +13,7 @@ mod federation_cli;
 mod federation_e2e;
 mod go;
 mod go_spiffe;
+mod ha;
 mod harness;
 mod health;
 mod java;

@@ -26,11 +26,9 @@ fn stored_ca_state(dir: &Path) -> (String, Vec<u8>) {
         let store = DataStore::open(&url).await.unwrap();
         let td = TrustDomain::new("example.org").unwrap();
         let bundle = store.bundle(&td).await.unwrap().unwrap();
-        let journal = store
-            .ca_journal("spiffe://example.org/sigil/server")
-            .await
-            .unwrap()
-            .unwrap();
+        // The journal is this server instance's, named by the ID in its data directory.
+        let instance = fs::read_to_string(dir.join("data/instance_id")).unwrap();
+        let journal = store.ca_journal(instance.trim()).await.unwrap().unwrap();
         store.close().await;
         (bundle.to_document().unwrap(), journal)
     })

@@ -1,0 +1,235 @@
+//! Several `sigil server run` on one PostgreSQL or MariaDB database: each server instance has
+//! its own CA (its instance ID, its journal), every server's authorities are in the one bundle
+//! each of them serves, an SVID signed by one verifies (with `openssl verify`, a JWT library)
+//! against the bundle another serves, and a restarted server resumes its own CA.
+//!
+//! Each test makes a fresh database through the admin URL `scripts/test` sets
+//! (`SIGIL_TEST_POSTGRES_URL`, `SIGIL_TEST_MYSQL_URL`) and drops it afterwards; without the
+//! variable it says so and passes.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use sqlx::{AssertSqlSafe, Connection};
+
+use crate::harness::{POLL_PAUSE, POLLS, Server, json};
+use crate::text;
+
+/// A database of its own on the server an admin URL names, dropped with this.
+struct Database {
+    admin: String,
+    name: String,
+    url: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Database {
+    fn create(var: &str) -> Option<Self> {
+        let Some(admin) = std::env::var(var).ok().filter(|url| !url.is_empty()) else {
+            eprintln!("skipped: {var} not set");
+            return None;
+        };
+        let name = format!("sigil_ha_{}", std::process::id() ^ rand_suffix());
+        let (base, query) = admin
+            .split_once('?')
+            .map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+        let (server, _) = base.rsplit_once('/').unwrap();
+        let url = match query {
+            Some(q) => format!("{server}/{name}?{q}"),
+            None => format!("{server}/{name}"),
+        };
+        let database = Self {
+            admin: admin.clone(),
+            name,
+            url,
+            runtime: tokio::runtime::Runtime::new().unwrap(),
+        };
+        database.exec(&format!("CREATE DATABASE {}", database.name));
+        Some(database)
+    }
+
+    fn exec(&self, statement: &str) {
+        self.runtime.block_on(async {
+            sqlx::any::install_default_drivers();
+            let mut conn = sqlx::AnyConnection::connect(&self.admin).await.unwrap();
+            sqlx::query(AssertSqlSafe(statement.to_owned()))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        });
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        self.exec(&format!("DROP DATABASE IF EXISTS {}", self.name));
+    }
+}
+
+/// A few random bits, so that two test runs at once get different databases.
+fn rand_suffix() -> u32 {
+    let mut bytes = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut bytes).unwrap();
+    u32::from_le_bytes(bytes)
+}
+
+/// A server of example.org in `dir` on the database at `url`.
+fn start(dir: &Path, url: &str) -> Server {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(
+        dir.join("server.toml"),
+        format!(
+            "trust_domain = \"example.org\"\ndata_dir = \"data\"\n\
+             bind_address = \"127.0.0.1:0\"\nadmin_socket = \"{}\"\n\
+             [datastore]\nurl = \"{url}\"\n",
+            dir.join("run/admin.sock").display()
+        ),
+    )
+    .unwrap();
+    Server::start(dir)
+}
+
+fn ok(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// The PEM bundle a server serves, once it holds `count` X.509 authorities (another server's
+/// are read back within the servers' 10 s tick: polled, not timed).
+fn bundle_with(server: &Server, count: usize) -> String {
+    for _ in 0..POLLS * 2 {
+        let pem = ok(&server.cli(&["bundle", "show", "--format", "pem"]));
+        if pem.matches("BEGIN CERTIFICATE").count() == count {
+            return pem;
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+    panic!(
+        "the bundle never held {count} x509 authorities: {}",
+        server.log()
+    );
+}
+
+fn sequence(server: &Server) -> u64 {
+    json(&server.cli(&["bundle", "show", "--output", "json"]))["sequence"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Mints an X.509-SVID on `signer` and checks it with openssl against `bundle_pem`.
+fn verifies_against(signer: &Server, bundle_pem: &str, dir: &Path) {
+    let out_dir = dir.join("svid");
+    let _ = fs::remove_dir_all(&out_dir);
+    json(&signer.cli(&[
+        "x509",
+        "mint",
+        "--spiffe-id",
+        "spiffe://example.org/web",
+        "--write",
+        out_dir.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
+    let bundle_file = dir.join("other-bundle.pem");
+    fs::write(&bundle_file, bundle_pem).unwrap();
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&bundle_file)
+        .arg(out_dir.join("svid.0.pem"))
+        .output()
+        .unwrap();
+    assert!(ok(&verify).ends_with(": OK\n"));
+}
+
+/// Mints a JWT-SVID on `signer` and validates it with the key `other`'s bundle document has.
+fn jwt_verifies_against(signer: &Server, other: &Server) {
+    let token = json(&signer.cli(&[
+        "jwt",
+        "mint",
+        "--spiffe-id",
+        "spiffe://example.org/web",
+        "--audience",
+        "ha",
+        "--output",
+        "json",
+    ]));
+    let token = token["token"].as_str().unwrap();
+    let document = ok(&other.cli(&["bundle", "show", "--format", "spiffe"]));
+    let keys: JwkSet = serde_json::from_str(&document).unwrap();
+    let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let jwk = keys
+        .find(&kid)
+        .unwrap_or_else(|| panic!("kid {kid} not in the other server's bundle: {document}"));
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_audience(&["ha"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &DecodingKey::from_jwk(jwk).unwrap(),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(claims["sub"], "spiffe://example.org/web");
+}
+
+fn instance_id(dir: &Path) -> String {
+    fs::read_to_string(dir.join("data/instance_id"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn two_servers_share_one_database(var: &str) {
+    let Some(database) = Database::create(var) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    let a = start(&dir_a, &database.url);
+    let alone = bundle_with(&a, 1);
+    let b = start(&dir_b, &database.url);
+    // B found A's authorities and waited before signing with its own.
+    assert!(
+        b.log().contains("waiting 20s for the other servers"),
+        "{}",
+        b.log()
+    );
+    assert_ne!(instance_id(&dir_a), instance_id(&dir_b));
+    // Both serve both CAs: B at once (its publication read A's), A after its next tick.
+    let from_b = bundle_with(&b, 2);
+    let from_a = bundle_with(&a, 2);
+    assert!(from_a.contains(alone.trim()), "A's own CA left the bundle");
+    assert_eq!(sequence(&a), sequence(&b));
+    // An SVID of either verifies against the bundle the other serves.
+    verifies_against(&a, &from_b, &dir_a);
+    verifies_against(&b, &from_a, &dir_b);
+    jwt_verifies_against(&a, &b);
+    jwt_verifies_against(&b, &a);
+
+    // A restarted A resumes its own CA (no new authority, no wait) and keeps B's in the bundle.
+    let before = sequence(&a);
+    assert!(a.terminate().success());
+    let a = start(&dir_a, &database.url);
+    assert!(!a.log().contains("waiting"), "{}", a.log());
+    assert!(a.log().contains("resumed=true"), "{}", a.log());
+    let again = bundle_with(&a, 2);
+    assert!(again.contains(alone.trim()));
+    assert_eq!(sequence(&a), before);
+    verifies_against(&b, &again, &dir_b);
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+}
+
+#[test]
+fn two_servers_share_one_postgres_database() {
+    two_servers_share_one_database("SIGIL_TEST_POSTGRES_URL");
+}
+
+#[test]
+fn two_servers_share_one_mariadb_database() {
+    two_servers_share_one_database("SIGIL_TEST_MYSQL_URL");
+}

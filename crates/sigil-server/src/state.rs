@@ -646,3 +646,49 @@ pub(crate) fn unix(time: SystemTime) -> i64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use sigil_spiffe::{JwtAuthority, KeyType, PrivateKey};
+
+    use super::*;
+
+    fn jwt_bundle(kids: &[&str], sequence: u64) -> Bundle {
+        let mut bundle = Bundle::new(TrustDomain::new("example.org").unwrap());
+        for kid in kids {
+            let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+            bundle
+                .jwt_mut()
+                .add_authority(JwtAuthority::new(*kid, key.public_key()).unwrap());
+        }
+        bundle.set_sequence(Some(sequence));
+        bundle
+    }
+
+    #[test]
+    fn the_served_bundle_is_the_stored_one_once_it_holds_this_ca() {
+        // The datastore's bundle holds another server's key and ours: served as it is, with
+        // its sequence number (our CA's own counter does not matter).
+        let ca = jwt_bundle(&["ours"], 9);
+        let mut stored = jwt_bundle(&["theirs"], 4);
+        stored
+            .jwt_mut()
+            .add_authority(ca.jwt().authority("ours").unwrap().clone());
+        assert_eq!(served_own(&stored, &ca), stored);
+    }
+
+    #[test]
+    fn an_unpublished_authority_is_served_under_the_next_sequence_number() {
+        // Our CA prepared a key the datastore does not have yet (or could not be written):
+        // served anyway, and not under the sequence number of the other content.
+        let ca = jwt_bundle(&["ours"], 1);
+        let stored = jwt_bundle(&["theirs"], 4);
+        let served = served_own(&stored, &ca);
+        let mut kids: Vec<&str> = served.jwt().authorities().map(|a| a.key_id()).collect();
+        kids.sort_unstable();
+        assert_eq!(kids, ["ours", "theirs"]);
+        assert_eq!(served.sequence(), Some(5));
+    }
+}

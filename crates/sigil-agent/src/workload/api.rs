@@ -19,6 +19,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::fingerprint::{Digest, Fingerprint};
 use crate::demand::Demand;
 use crate::jwt::JwtCache;
 use crate::svids::WorkloadView;
@@ -117,10 +118,11 @@ impl WorkloadApi {
     }
 
     /// Runs a stream: `make` turns the view into the next message (or the status that ends
-    /// the stream); a message equal to the last one sent is skipped.
+    /// the stream); a message equal to the last one sent (the same [`Fingerprint`]) is
+    /// skipped.
     fn stream<M, F>(&self, selectors: SelectorSet, first: Arc<WorkloadView>, make: F) -> Stream_<M>
     where
-        M: PartialEq + Clone + Send + 'static,
+        M: Fingerprint + Send + 'static,
         F: Fn(&WorkloadView, &SelectorSet) -> Result<M, Status> + Send + 'static,
     {
         let (sender, receiver) = mpsc::channel(1);
@@ -129,7 +131,7 @@ impl WorkloadApi {
         let mut shutdown = self.inner.shutdown.clone();
         tokio::spawn(async move {
             let mut current = first;
-            let mut last: Option<M> = None;
+            let mut last: Option<Digest> = None;
             loop {
                 // While this stream is open, the SVIDs it shows stay signed and rotated.
                 subscription.set(
@@ -140,12 +142,13 @@ impl WorkloadApi {
                 );
                 match make(&current, &selectors) {
                     Ok(message) => {
-                        if last.as_ref() != Some(&message) {
+                        let digest = message.fingerprint();
+                        if last != Some(digest) {
                             // The caller went away: nothing more to do.
-                            if sender.send(Ok(message.clone())).await.is_err() {
+                            if sender.send(Ok(message)).await.is_err() {
                                 return;
                             }
-                            last = Some(message);
+                            last = Some(digest);
                         }
                     }
                     Err(status) => {

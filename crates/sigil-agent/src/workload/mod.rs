@@ -3,6 +3,7 @@
 pub mod api;
 pub mod authority;
 pub mod caller;
+mod fingerprint;
 pub mod listener;
 pub mod peer;
 

@@ -19,6 +19,7 @@ mod bundle;
 mod entry;
 mod event;
 mod federation;
+mod feed;
 mod node;
 mod schema;
 mod token;
@@ -33,6 +34,7 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 pub use authority::PublishedAuthority;
 pub use entry::{EntryFilter, EntryPage, MAX_PAGE_SIZE};
 pub use event::{Event, EventKind};
+pub use feed::{FeedCursor, FeedRead};
 pub use node::NodeFilter;
 pub use schema::SCHEMA_VERSION;
 

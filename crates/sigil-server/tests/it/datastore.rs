@@ -11,8 +11,8 @@ use std::time::Duration;
 use sigil_core::{AttestedNode, EntryId, JoinToken, RegistrationEntry, Selector, SelectorSet};
 use sigil_server::config::{FederatesWith, RemoteProfile};
 use sigil_server::datastore::{
-    DataStore, DataStoreError, EntryFilter, Event, EventKind, NodeFilter, PublishedAuthority,
-    SCHEMA_VERSION,
+    DataStore, DataStoreError, EntryFilter, Event, EventKind, FeedCursor, NodeFilter,
+    PublishedAuthority, SCHEMA_VERSION,
 };
 use sigil_spiffe::x509::{CaParams, X509Authority};
 use sigil_spiffe::{Bundle, JwtAuthority, KeyType, PrivateKey, SpiffeId, TrustDomain};
@@ -210,6 +210,7 @@ suite!(
     version_1_database_is_migrated_to_the_current_schema,
     published_authorities_make_one_bundle_of_every_instance,
     publishers_at_once_lose_no_authority,
+    the_feed_waits_for_an_event_that_commits_late,
 );
 
 fn td(name: &str) -> TrustDomain {
@@ -1433,4 +1434,61 @@ async fn publishers_at_once_lose_no_authority(ctx: Ctx) {
     assert_eq!(kids(&bundle).len(), 8);
     // Each publication that changed the content bumped the sequence once.
     assert_eq!(bundle.sequence(), Some(8));
+}
+
+async fn the_feed_waits_for_an_event_that_commits_late(ctx: Ctx) {
+    let s = &ctx.store;
+    let mut cursor = FeedCursor::new(s.latest_event_id().await.unwrap(), Duration::from_secs(60));
+    s.create_entry(&entry(
+        "e1",
+        "spiffe://example.org/a",
+        AGENT,
+        &["unix:uid:1"],
+    ))
+    .await
+    .unwrap();
+    let read = s.follow(&mut cursor).await.unwrap();
+    assert_eq!(kinds(&read.events), [(EventKind::EntryCreated, "e1")]);
+    if ctx.admin.is_none() {
+        // SQLite has one writer at a time: a transaction cannot commit around another.
+        return;
+    }
+    // Another server's transaction takes the next event id and stays open while a later
+    // change commits with a higher id.
+    let mut conn = sqlx::AnyConnection::connect(&ctx.url).await.unwrap();
+    let mut late = conn.begin().await.unwrap();
+    let insert = if ctx.url.starts_with("postgres") {
+        "INSERT INTO events (kind, event_key, created_at) VALUES ($1, $2, $3)"
+    } else {
+        "INSERT INTO events (kind, event_key, created_at) VALUES (?, ?, ?)"
+    };
+    sqlx::query(insert)
+        .bind("entry_created")
+        .bind("late")
+        .bind(T0)
+        .execute(&mut *late)
+        .await
+        .unwrap();
+    s.create_entry(&entry(
+        "e2",
+        "spiffe://example.org/b",
+        AGENT,
+        &["unix:uid:2"],
+    ))
+    .await
+    .unwrap();
+    let read = s.follow(&mut cursor).await.unwrap();
+    assert_eq!(kinds(&read.events), [(EventKind::EntryCreated, "e2")]);
+    assert_eq!(
+        cursor.gaps().count(),
+        1,
+        "the open transaction's id is a hole"
+    );
+    // It commits: the next read applies it, once.
+    late.commit().await.unwrap();
+    conn.close().await.unwrap();
+    let read = s.follow(&mut cursor).await.unwrap();
+    assert_eq!(kinds(&read.events), [(EventKind::EntryCreated, "late")]);
+    assert_eq!(cursor.gaps().count(), 0);
+    assert!(s.follow(&mut cursor).await.unwrap().events.is_empty());
 }

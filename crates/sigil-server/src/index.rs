@@ -145,6 +145,11 @@ impl EntryIndex {
         }
     }
 
+    /// The node selectors of an agent that is recorded (attested and not banned).
+    pub fn agent_selectors(&self, agent: &SpiffeId) -> Option<&SelectorSet> {
+        self.agents.get(agent)
+    }
+
     /// Forgets an agent (evicted).
     pub fn remove_agent(&mut self, agent: &SpiffeId) {
         self.remove_agent_inner(agent);

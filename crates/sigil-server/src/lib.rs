@@ -10,6 +10,7 @@ pub mod ca;
 pub mod config;
 pub mod datastore;
 pub mod federation;
+pub mod follower;
 pub mod health;
 pub mod https;
 pub mod hub;

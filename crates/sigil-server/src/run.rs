@@ -29,9 +29,10 @@ use crate::ca::{
     UpstreamError, upstream,
 };
 use crate::config::{Config, Datastore, FederatesWith};
-use crate::datastore::{DataStore, DataStoreError};
+use crate::datastore::{Backend, DataStore, DataStoreError, FeedCursor};
 use crate::federation::endpoint::{self, EndpointError};
 use crate::federation::{Federation, FederationError};
+use crate::follower;
 use crate::health::HealthServer;
 use crate::https::HttpsServer;
 use crate::instance::{self, InstanceError};
@@ -264,6 +265,15 @@ pub async fn run(
         default_jwt_ttl: config.svid.default_jwt_ttl,
         jwt_issuer: config.svid.jwt_issuer.clone(),
     };
+    // Where following the other servers' changes starts: before the load, so that a change
+    // committed during it is applied again rather than missed (applying is idempotent).
+    // SQLite has one server: nothing to follow.
+    let shared = datastore.backend() != Backend::Sqlite;
+    let feed_start = if shared {
+        Some(datastore.latest_event_id().await?)
+    } else {
+        None
+    };
     let state = Arc::new(ServerState::load(settings, datastore.clone(), ca).await?);
     state.set_stored_own_bundle(own_bundle);
     // A bad initial bundle stops the start, like any other config file that cannot be used.
@@ -295,6 +305,18 @@ pub async fn run(
     let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|stopping| *stopping).await;
     };
+    let follower = match feed_start {
+        Some(last) => {
+            let notices = datastore.change_notices().await?;
+            Some(tokio::spawn(follower::follow(
+                Arc::clone(&state),
+                FeedCursor::new(last, follower::GAP_TIMEOUT),
+                notices,
+                stop.clone(),
+            )))
+        }
+        None => None,
+    };
     let admin = tonic::transport::Server::builder()
         .add_routes(
             api::admin_routes(&state).add_service(TrustDomainServer::new(
@@ -322,6 +344,9 @@ pub async fn run(
     let (admin, agents, ()) = tokio::join!(admin, agents, signal);
 
     rotation.abort();
+    if let Some(follower) = follower {
+        follower.abort();
+    }
     federation.stop().await;
     if let Some(health) = health {
         health.stop().await;

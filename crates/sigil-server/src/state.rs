@@ -577,6 +577,118 @@ impl ServerState {
     }
 }
 
+/// Applying what other servers wrote: the feed follower reads an event, and the record as the
+/// datastore has it now goes into memory (an event says which record changed, not how; reading
+/// the current row also makes a repeated or out-of-order event harmless). Under the writer
+/// lock, like this server's own writes; a change already in memory (this server's own, read
+/// back) wakes no stream.
+impl ServerState {
+    /// Brings the entry `id` in memory to what the datastore holds.
+    pub async fn apply_stored_entry(&self, id: &EntryId) -> Result<(), DataStoreError> {
+        let _writer = self.writer.lock().await;
+        let stored = self.datastore.entry(id).await?;
+        let affected = {
+            let mut index = write(&self.index);
+            match stored {
+                Some(entry) if index.entry(id).is_some_and(|known| **known == entry) => {
+                    return Ok(());
+                }
+                Some(entry) => index.upsert_entry(entry),
+                None if index.entry(id).is_none() => return Ok(()),
+                None => index.remove_entry(id),
+            }
+        };
+        self.hub.notify(&affected);
+        Ok(())
+    }
+
+    /// Brings the attested agent `agent` in memory to what the datastore holds: attested
+    /// (with its selectors and certificate), banned, or gone.
+    pub async fn apply_stored_node(&self, agent: &SpiffeId) -> Result<(), DataStoreError> {
+        let _writer = self.writer.lock().await;
+        let stored = self.datastore.node(agent).await?;
+        let mut agents = write(&self.agents);
+        let known = agents.get(agent).cloned();
+        match stored {
+            None => {
+                if known.is_none() {
+                    return Ok(());
+                }
+                agents.remove(agent);
+                drop(agents);
+                write(&self.index).remove_agent(agent);
+            }
+            Some(node) => {
+                let unchanged = known
+                    .as_ref()
+                    .is_some_and(|k| k.serial == node.cert_serial && k.banned == node.banned)
+                    && read(&self.index).agent_selectors(agent)
+                        == (!node.banned).then_some(&node.selectors);
+                if unchanged {
+                    return Ok(());
+                }
+                // Renewed through another server: the serial before stays accepted until the
+                // agent shows the new one, as after a renewal here.
+                let previous_serial = match &known {
+                    Some(k) if k.serial != node.cert_serial => Some(k.serial.clone()),
+                    Some(k) => k.previous_serial.clone(),
+                    None => None,
+                };
+                agents.insert(
+                    agent.clone(),
+                    AgentRecord {
+                        serial: node.cert_serial.clone(),
+                        previous_serial,
+                        banned: node.banned,
+                    },
+                );
+                drop(agents);
+                let mut index = write(&self.index);
+                index.remove_agent(agent);
+                if !node.banned {
+                    index.set_agent(agent.clone(), node.selectors);
+                }
+            }
+        }
+        self.hub.notify([agent]);
+        Ok(())
+    }
+
+    /// Brings the bundle of `trust_domain` in memory to what the datastore holds: our own (the
+    /// authorities every server published) or a federated one.
+    pub async fn apply_stored_bundle(&self, trust_domain: &str) -> Result<(), DataStoreError> {
+        let Ok(trust_domain) = TrustDomain::new(trust_domain) else {
+            return Err(DataStoreError::Corrupt {
+                field: "events.event_key",
+                reason: format!("{trust_domain:?} is not a trust domain"),
+            });
+        };
+        let _writer = self.writer.lock().await;
+        let stored = self.datastore.bundle(&trust_domain).await?;
+        if trust_domain == self.trust_domain {
+            if let Some(stored) = stored {
+                self.set_stored_own_bundle(stored);
+            }
+            return Ok(());
+        }
+        let changed = {
+            let mut federated = write(&self.federated);
+            match stored {
+                Some(bundle) if federated.get(&trust_domain) == Some(&bundle) => false,
+                Some(bundle) => {
+                    federated.insert(trust_domain, bundle);
+                    true
+                }
+                None => federated.remove(&trust_domain).is_some(),
+            }
+        };
+        if changed {
+            self.hub.notify_bundles();
+        }
+        Ok(())
+    }
+}
+
 /// Why recording an attestation or renewal failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AttestError {

@@ -4,9 +4,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
-use super::{DataStore, DataStoreError, Result};
+use super::{Backend, DataStore, DataStoreError, Result};
+
+/// The PostgreSQL channel every change is announced on.
+pub(super) const NOTIFY_CHANNEL: &str = "sigil_events";
 
 /// What changed.
 #[non_exhaustive]
@@ -162,6 +165,15 @@ impl DataStore {
             .bind(self.now())
             .execute(&mut **tx)
             .await?;
+        if self.backend == Backend::Postgres {
+            // Delivered when the transaction commits, never for one rolled back: the other
+            // servers' followers read the feed at once instead of on their next sweep.
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
+            )))
+            .execute(&mut **tx)
+            .await?;
+        }
         Ok(())
     }
 }

@@ -106,7 +106,49 @@ impl FeedCursor {
     }
 }
 
+/// How often the feed is read when nothing announces changes (MySQL/MariaDB for now), and
+/// at the latest on PostgreSQL, should a notice be lost with a dropped listener connection.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Wakes a follower of the feed: a PostgreSQL `LISTEN` on the channel every change notifies,
+/// or a timer.
+pub struct ChangeNotices {
+    listener: Option<sqlx::postgres::PgListener>,
+}
+
+impl ChangeNotices {
+    /// Waits for the next notice, or [`POLL_INTERVAL`]. A broken listener reconnects by itself
+    /// (sqlx's `PgListener`); while it is down the timer still fires.
+    pub async fn next(&mut self) {
+        match &mut self.listener {
+            Some(listener) => {
+                match tokio::time::timeout(POLL_INTERVAL, listener.try_recv()).await {
+                    // A notice, or the interval is over.
+                    Ok(Ok(Some(_))) | Err(_) => {}
+                    // The connection broke (it reconnects on the next call) or cannot be made:
+                    // wait, rather than spin on a database that is down.
+                    Ok(Ok(None) | Err(_)) => tokio::time::sleep(POLL_INTERVAL).await,
+                }
+            }
+            None => tokio::time::sleep(POLL_INTERVAL).await,
+        }
+    }
+}
+
 impl DataStore {
+    /// What wakes a follower of this store's feed.
+    pub async fn change_notices(&self) -> Result<ChangeNotices> {
+        let listener = match self.backend {
+            super::Backend::Postgres => {
+                let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
+                listener.listen(super::event::NOTIFY_CHANNEL).await?;
+                Some(listener)
+            }
+            _ => None,
+        };
+        Ok(ChangeNotices { listener })
+    }
+
     /// Reads the feed past `cursor`: the events above its last id (at most 1,000) and any of
     /// its holes that have appeared since, and moves it on.
     pub async fn follow(&self, cursor: &mut FeedCursor) -> Result<FeedRead> {

@@ -34,7 +34,7 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 pub use authority::PublishedAuthority;
 pub use entry::{EntryFilter, EntryPage, MAX_PAGE_SIZE};
 pub use event::{Event, EventKind};
-pub use feed::{FeedCursor, FeedRead};
+pub use feed::{ChangeNotices, FeedCursor, FeedRead, POLL_INTERVAL};
 pub use node::NodeFilter;
 pub use schema::SCHEMA_VERSION;
 
@@ -158,6 +158,8 @@ pub struct DataStore {
     pool: AnyPool,
     backend: Backend,
     clock: Clock,
+    /// The URL it was opened with (a PostgreSQL listener needs a connection of its own).
+    url: Arc<str>,
 }
 
 impl fmt::Debug for DataStore {
@@ -206,6 +208,7 @@ impl DataStore {
             pool,
             backend,
             clock: Arc::new(unix_now),
+            url: Arc::from(url.as_str()),
         };
         schema::migrate(&store).await?;
         Ok(store)

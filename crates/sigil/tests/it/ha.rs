@@ -15,6 +15,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sqlx::{AssertSqlSafe, Connection};
 
+use crate::agent_run::{Agent, own_uid};
 use crate::harness::{POLL_PAUSE, POLLS, Server, json};
 use crate::text;
 
@@ -77,20 +78,25 @@ fn rand_suffix() -> u32 {
     u32::from_le_bytes(bytes)
 }
 
-/// A server of example.org in `dir` on the database at `url`.
-fn start(dir: &Path, url: &str) -> Server {
+/// A server of example.org in `dir` on the database at `url`, its agent API on `port` (0:
+/// any).
+fn start_on(dir: &Path, url: &str, port: u16) -> Server {
     fs::create_dir_all(dir).unwrap();
     fs::write(
         dir.join("server.toml"),
         format!(
             "trust_domain = \"example.org\"\ndata_dir = \"data\"\n\
-             bind_address = \"127.0.0.1:0\"\nadmin_socket = \"{}\"\n\
+             bind_address = \"127.0.0.1:{port}\"\nadmin_socket = \"{}\"\n\
              [datastore]\nurl = \"{url}\"\n",
             dir.join("run/admin.sock").display()
         ),
     )
     .unwrap();
     Server::start(dir)
+}
+
+fn start(dir: &Path, url: &str) -> Server {
+    start_on(dir, url, 0)
 }
 
 fn ok(out: &Output) -> String {
@@ -222,6 +228,121 @@ fn two_servers_share_one_database(var: &str) {
     verifies_against(&b, &again, &dir_b);
     assert!(a.terminate().success());
     assert!(b.terminate().success());
+}
+
+/// What `sigil fetch x509` gets from the agent at `socket`: the SPIFFE IDs, or none when the
+/// agent has no identity for this workload.
+fn fetched_ids(socket: &Path) -> Vec<String> {
+    let out = crate::sigil(&[
+        "fetch",
+        "x509",
+        "--socket",
+        &format!("unix:{}", socket.display()),
+        "--output",
+        "json",
+    ]);
+    if out.status.code() != Some(0) {
+        return Vec::new();
+    }
+    let document: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    document["svids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|svid| svid["spiffe_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Polls until the agent's workload sees exactly `ids` (changes travel through the feed:
+/// polled, not timed).
+fn wait_for_ids(agent: &Agent, ids: &[&str]) {
+    for _ in 0..POLLS * 2 {
+        if fetched_ids(&agent.socket) == ids {
+            return;
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+    panic!(
+        "the workload never saw {ids:?} (last: {:?}): {}",
+        fetched_ids(&agent.socket),
+        agent.log()
+    );
+}
+
+/// Entries written through one server reach an agent connected to another through the change
+/// feed (PostgreSQL: LISTEN/NOTIFY; MariaDB: the feed read every 200 ms).
+fn changes_through_one_server_reach_the_agents_of_another(var: &str) {
+    let Some(database) = Database::create(var) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b, dir_agent) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("agent"),
+    );
+    let port_b = crate::free_port();
+    let a = start(&dir_a, &database.url);
+    let b = start_on(&dir_b, &database.url, port_b);
+    // An agent of B, attested with a token made on B.
+    let token = json(&b.cli(&["token", "generate", "--output", "json"]));
+    let agent_id = token["spiffe_id"].as_str().unwrap().to_owned();
+    fs::create_dir_all(&dir_agent).unwrap();
+    fs::write(dir_agent.join("bootstrap.pem"), bundle_with(&b, 2)).unwrap();
+    fs::write(
+        dir_agent.join("agent.toml"),
+        format!(
+            "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:{port_b}\"\n\
+             data_dir = \"agent\"\ntrust_bundle_path = \"bootstrap.pem\"\n\
+             [node_attestor]\ntype = \"join_token\"\ntoken = \"{}\"\n",
+            token["token"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&dir_agent);
+    let selector = format!("unix:uid:{}", own_uid());
+    // Created through A: the workload on B's agent gets it.
+    let created = json(&a.entry(&[
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/ha/web",
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        &selector,
+        "--output",
+        "json",
+    ]));
+    wait_for_ids(&agent, &["spiffe://example.org/ha/web"]);
+    // Changed through A (a new SPIFFE ID): B follows.
+    let id = created["id"].as_str().unwrap();
+    json(&a.entry(&[
+        "update",
+        "--id",
+        id,
+        "--spiffe-id",
+        "spiffe://example.org/ha/api",
+        "--output",
+        "json",
+    ]));
+    wait_for_ids(&agent, &["spiffe://example.org/ha/api"]);
+    // Deleted through A: the workload on B's agent has no identity left.
+    let deleted = a.entry(&["delete", "--id", id]);
+    assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted.stderr));
+    wait_for_ids(&agent, &[]);
+    agent.terminate();
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+}
+
+#[test]
+fn changes_through_one_server_reach_the_agents_of_another_on_postgres() {
+    changes_through_one_server_reach_the_agents_of_another("SIGIL_TEST_POSTGRES_URL");
+}
+
+#[test]
+fn changes_through_one_server_reach_the_agents_of_another_on_mariadb() {
+    changes_through_one_server_reach_the_agents_of_another("SIGIL_TEST_MYSQL_URL");
 }
 
 #[test]

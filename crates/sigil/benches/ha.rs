@@ -1,0 +1,268 @@
+//! Several servers on one database: an entry created through one server's admin API until
+//! its SVID is on an open Workload API stream of an agent connected to another server. Three
+//! `sigil server run` processes on one PostgreSQL (and one MariaDB) database, an agent of the
+//! third, entries created through the first and the second in turn; the change travels
+//! datastore → change feed (PostgreSQL: NOTIFY; MariaDB: the feed read every 200 ms) → the
+//! third server's index → its sync stream → the agent → the workload's stream.
+//!
+//! Run: `cargo bench -p sigil --bench ha` with `SIGIL_TEST_POSTGRES_URL` and/or
+//! `SIGIL_TEST_MYSQL_URL` set to an admin URL (`scripts/test-services` starts both). Without
+//! `--bench` (as `cargo test --all-targets` runs it) it takes 3 samples, to prove it works.
+//! It never asserts on timing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+mod common;
+
+#[path = "../tests/it/spire_process.rs"]
+#[allow(dead_code)]
+mod spire_process;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    HANG_GUARD, free_port, load_average, report, unix_channel, wait_for_socket, workload_client,
+    workload_request,
+};
+use sigil_proto::server::v1 as pb;
+use sigil_proto::server::v1::entry_client::EntryClient;
+use sigil_proto::workload::{X509svidRequest, X509svidResponse};
+use spire_process::Process;
+use sqlx::{AssertSqlSafe, Connection};
+use tokio::time::Instant;
+
+const SERVERS: usize = 3;
+
+fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let full = std::env::args().any(|a| a == "--bench");
+    let samples = if full { 200 } else { 3 };
+    println!("load average at start: {}", load_average());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (var, name) in [
+        ("SIGIL_TEST_POSTGRES_URL", "PostgreSQL"),
+        ("SIGIL_TEST_MYSQL_URL", "MariaDB/MySQL"),
+    ] {
+        match std::env::var(var) {
+            Ok(admin) if !admin.is_empty() => {
+                println!("\n== {name}");
+                runtime.block_on(run(&admin, samples));
+            }
+            _ => println!("{name} skipped: {var} not set"),
+        }
+    }
+    println!("load average at end: {}", load_average());
+}
+
+/// A running `sigil server run` on the shared database.
+struct SigilServer {
+    _process: Process,
+    admin_socket: PathBuf,
+}
+
+fn spawn_server(dir: &Path, url: &str, port: u16) -> SigilServer {
+    fs::create_dir_all(dir).unwrap();
+    let admin_socket = dir.join("run/admin.sock");
+    let config = dir.join("server.toml");
+    fs::write(
+        &config,
+        format!(
+            "trust_domain = \"example.org\"\ndata_dir = \"data\"\n\
+             bind_address = \"127.0.0.1:{port}\"\nadmin_socket = \"{}\"\n\
+             [datastore]\nurl = \"{url}\"\n",
+            admin_socket.display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sigil"));
+    command
+        .args(["server", "run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn");
+    SigilServer {
+        _process: Process::spawn(command, dir.join("server.log")),
+        admin_socket,
+    }
+}
+
+async fn run(admin: &str, samples: usize) {
+    let name = format!("sigil_ha_bench_{}", std::process::id());
+    exec(admin, &format!("CREATE DATABASE {name}")).await;
+    let url = with_database(admin, &name);
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..SERVERS).map(|_| free_port()).collect();
+    // The first alone, then the others together (each new one waits before signing).
+    let first = spawn_server(&dir.path().join("server-0"), &url, ports[0]);
+    wait_for_socket(&first.admin_socket).await;
+    let mut servers = vec![first];
+    for (n, port) in ports.iter().enumerate().skip(1) {
+        servers.push(spawn_server(
+            &dir.path().join(format!("server-{n}")),
+            &url,
+            *port,
+        ));
+    }
+    for server in &servers {
+        wait_for_socket(&server.admin_socket).await;
+    }
+    let last = servers.len() - 1;
+    let uid = fs::metadata("/proc/self").unwrap().uid();
+    let (agent, agent_id) = start_agent(dir.path(), &servers[last], ports[last]).await;
+    let channels = {
+        let mut channels = Vec::new();
+        for server in &servers {
+            channels.push(unix_channel(server.admin_socket.clone()).await.unwrap());
+        }
+        channels
+    };
+    // A first entry through the agent's own server, so the workload's stream opens.
+    create_entry(
+        &channels[last],
+        &agent_id,
+        "spiffe://example.org/ha/first",
+        uid,
+    )
+    .await;
+    let mut client = workload_client(&agent.1).await.unwrap();
+    let mut stream = loop {
+        match client
+            .fetch_x509svid(workload_request(X509svidRequest {}))
+            .await
+        {
+            Ok(stream) => break stream.into_inner(),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    wait_for_id(&mut stream, "spiffe://example.org/ha/first").await;
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(samples);
+    for i in 0..samples {
+        // Through the other servers in turn, never the agent's own.
+        let via = i % last;
+        let spiffe_id = format!("spiffe://example.org/ha/{i}");
+        create_entry(&channels[via], &agent_id, &spiffe_id, uid).await;
+        let created = Instant::now();
+        wait_for_id(&mut stream, &spiffe_id).await;
+        latencies.push(created.elapsed());
+    }
+    report(
+        &format!(
+            "{SERVERS} servers: entry created (admin API returned) on another server -> SVID on an open stream"
+        ),
+        &mut latencies,
+        started.elapsed(),
+    );
+    drop(stream);
+    drop(agent);
+    drop(servers);
+    exec(admin, &format!("DROP DATABASE IF EXISTS {name}")).await;
+}
+
+/// Starts `sigil agent run` against `server` (a token made there); returns it with its
+/// socket, and its SPIFFE ID.
+async fn start_agent(dir: &Path, server: &SigilServer, port: u16) -> ((Process, PathBuf), String) {
+    let channel = unix_channel(server.admin_socket.clone()).await.unwrap();
+    let token = sigil_proto::server::v1::agent_client::AgentClient::new(channel.clone())
+        .create_join_token(pb::CreateJoinTokenRequest {
+            ttl: 600,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let bundle = sigil_proto::server::v1::bundle_client::BundleClient::new(channel)
+        .get_bundle(pb::GetBundleRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let dir = dir.join("agent");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("bootstrap.json"), &bundle.document).unwrap();
+    fs::write(
+        dir.join("agent.toml"),
+        format!(
+            "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:{port}\"\n\
+             data_dir = \"data\"\nsocket_path = \"api.sock\"\n\
+             trust_bundle_path = \"bootstrap.json\"\ntrust_bundle_format = \"spiffe\"\n\
+             [node_attestor]\ntype = \"join_token\"\ntoken = \"{}\"\n",
+            token.value
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sigil"));
+    command
+        .args(["agent", "run", "--config"])
+        .arg(dir.join("agent.toml"))
+        .env("RUST_LOG", "warn");
+    let process = Process::spawn(command, dir.join("agent.log"));
+    let socket = dir.join("api.sock");
+    wait_for_socket(&socket).await;
+    ((process, socket), token.agent_id)
+}
+
+async fn create_entry(
+    channel: &tonic::transport::Channel,
+    parent: &str,
+    spiffe_id: &str,
+    uid: u32,
+) {
+    let created = EntryClient::new(channel.clone())
+        .batch_create_entry(pb::BatchCreateEntryRequest {
+            entries: vec![pb::RegistrationEntry {
+                spiffe_id: spiffe_id.to_owned(),
+                parent_id: parent.to_owned(),
+                selectors: vec![pb::Selector {
+                    r#type: "unix".to_owned(),
+                    value: format!("uid:{uid}"),
+                }],
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let code = created.results[0].status.as_ref().map_or(0, |s| s.code);
+    assert_eq!(code, 0, "{:?}", created.results[0]);
+}
+
+async fn wait_for_id(stream: &mut tonic::Streaming<X509svidResponse>, spiffe_id: &str) {
+    loop {
+        let message = tokio::time::timeout(HANG_GUARD, stream.message())
+            .await
+            .expect("the SVID reached the stream")
+            .unwrap()
+            .unwrap();
+        if message.svids.iter().any(|svid| svid.spiffe_id == spiffe_id) {
+            return;
+        }
+    }
+}
+
+async fn exec(admin: &str, statement: &str) {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(admin).await.unwrap();
+    sqlx::query(AssertSqlSafe(statement.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+}
+
+/// The admin URL with its database name replaced.
+fn with_database(admin: &str, name: &str) -> String {
+    let (base, query) = admin
+        .split_once('?')
+        .map_or((admin, None), |(b, q)| (b, Some(q)));
+    let (server, _) = base.rsplit_once('/').unwrap();
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    }
+}

@@ -1,17 +1,19 @@
 //! Following what the other servers on the datastore write: the change feed read past a
 //! [`FeedCursor`] whenever a notice comes (PostgreSQL `LISTEN`) or [`POLL_INTERVAL`] passes
 //! (MySQL/MariaDB, for now), each event applied to memory from the record as stored, so the
-//! agents connected here see entries, bans, evictions, bundles written through any server.
-//! Old events are pruned on the way.
+//! agents connected here see entries, bans, evictions, bundles written through any server, and
+//! a federation relationship made through any server is fetched here too. Old events are
+//! pruned on the way.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sigil_core::EntryId;
-use sigil_spiffe::SpiffeId;
+use sigil_spiffe::{SpiffeId, TrustDomain};
 use tokio::sync::watch;
 
 use crate::datastore::{ChangeNotices, DataStoreError, Event, EventKind, FeedCursor};
+use crate::federation::Federation;
 use crate::state::ServerState;
 
 /// How long a hole in the feed is waited for: far longer than any write transaction of ours.
@@ -24,9 +26,20 @@ pub const EVENT_RETENTION: Duration = Duration::from_secs(3600);
 /// How often old events are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
+/// What the follower changes besides the state: the running federation relationships, and
+/// the trust domains of the config file's (the config file wins: the API refuses to make one
+/// of those, so an event about one comes from a server with another config, and is ignored).
+pub struct FederationTarget {
+    /// The running relationships.
+    pub federation: Arc<Federation>,
+    /// The config file's `federates_with` trust domains.
+    pub configured: Vec<TrustDomain>,
+}
+
 /// Follows the feed from `cursor` until `shutdown`.
 pub async fn follow(
     state: Arc<ServerState>,
+    federation: FederationTarget,
     mut cursor: FeedCursor,
     mut notices: ChangeNotices,
     mut shutdown: watch::Receiver<bool>,
@@ -36,7 +49,7 @@ pub async fn follow(
         match state.datastore().follow(&mut cursor).await {
             Ok(read) => {
                 for event in &read.events {
-                    if let Err(error) = apply(&state, event).await {
+                    if let Err(error) = apply(&state, &federation, event).await {
                         // The record is read again on its next change; the log says which.
                         tracing::warn!(%error, event = event.id, kind = %event.kind, key = event.key, "cannot apply a change from the datastore");
                     }
@@ -66,7 +79,11 @@ pub async fn follow(
     }
 }
 
-async fn apply(state: &ServerState, event: &Event) -> Result<(), DataStoreError> {
+async fn apply(
+    state: &ServerState,
+    target: &FederationTarget,
+    event: &Event,
+) -> Result<(), DataStoreError> {
     let bad_key = |what: &str| DataStoreError::Corrupt {
         field: "events.event_key",
         reason: format!("{:?} is not {what}", event.key),
@@ -83,12 +100,46 @@ async fn apply(state: &ServerState, event: &Event) -> Result<(), DataStoreError>
         EventKind::BundleCreated | EventKind::BundleUpdated | EventKind::BundleDeleted => {
             state.apply_stored_bundle(&event.key).await
         }
-        // Not followed yet: a relationship made through another server starts here at the next
-        // restart.
         EventKind::FederationRelationshipCreated
         | EventKind::FederationRelationshipUpdated
-        | EventKind::FederationRelationshipDeleted => Ok(()),
+        | EventKind::FederationRelationshipDeleted => {
+            let trust_domain =
+                TrustDomain::new(&event.key).map_err(|_| bad_key("a trust domain"))?;
+            apply_relationship(state, target, &trust_domain).await
+        }
     }
+}
+
+/// Starts, replaces or stops the fetcher of `trust_domain` to match the stored relationship.
+async fn apply_relationship(
+    state: &ServerState,
+    target: &FederationTarget,
+    trust_domain: &TrustDomain,
+) -> Result<(), DataStoreError> {
+    if target.configured.contains(trust_domain) {
+        return Ok(());
+    }
+    let stored = state
+        .datastore()
+        .federation_relationship(trust_domain)
+        .await?;
+    let running = target.federation.relationship(trust_domain);
+    match stored {
+        Some(stored) if running.as_ref() == Some(&stored) => {}
+        Some(stored) => {
+            if let Err(error) = target.federation.add(stored).await {
+                tracing::warn!(%trust_domain, %error, "cannot start a federation relationship made through another server");
+            } else {
+                tracing::info!(%trust_domain, "federation relationship from another server started");
+            }
+        }
+        None => {
+            if target.federation.remove(trust_domain).await {
+                tracing::info!(%trust_domain, "federation relationship deleted through another server stopped");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn prune(state: &ServerState) {

@@ -308,8 +308,18 @@ pub async fn run(
     let follower = match feed_start {
         Some(last) => {
             let notices = datastore.change_notices().await?;
+            let target = follower::FederationTarget {
+                federation: Arc::clone(&federation),
+                configured: config
+                    .federation
+                    .federates_with
+                    .iter()
+                    .map(|r| r.trust_domain.clone())
+                    .collect(),
+            };
             Some(tokio::spawn(follower::follow(
                 Arc::clone(&state),
+                target,
                 FeedCursor::new(last, follower::GAP_TIMEOUT),
                 notices,
                 stop.clone(),

@@ -183,6 +183,7 @@ pub struct Federation {
 }
 
 struct Running {
+    relationship: FederatesWith,
     refresh: Arc<Notify>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -226,10 +227,12 @@ impl Federation {
         let fetcher = BundleFetcher::new(Arc::clone(&self.state), relationship)?;
         fetcher.store_initial_bundle().await?;
         let trust_domain = fetcher.relationship.trust_domain.clone();
+        let relationship = fetcher.relationship.clone();
         let refresh = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(fetch_forever(fetcher, Arc::clone(&refresh), stopped));
         let running = Running {
+            relationship,
             refresh,
             stop,
             task,
@@ -264,6 +267,13 @@ impl Federation {
             }
             None => false,
         }
+    }
+
+    /// The relationship running for `trust_domain`, if any.
+    pub fn relationship(&self, trust_domain: &TrustDomain) -> Option<FederatesWith> {
+        lock(&self.relationships)
+            .get(trust_domain)
+            .map(|running| running.relationship.clone())
     }
 
     /// The federated trust domains, in name order.

@@ -269,8 +269,24 @@ fn wait_for_ids(agent: &Agent, ids: &[&str]) {
     );
 }
 
-/// Entries written through one server reach an agent connected to another through the change
-/// feed (PostgreSQL: LISTEN/NOTIFY; MariaDB: the feed read every 200 ms).
+/// Polls until the server's log has `needle` with `peer.test` on the same line.
+fn wait_for_log(server: &Server, needle: &str) {
+    for _ in 0..POLLS * 2 {
+        if server
+            .log()
+            .lines()
+            .any(|line| line.contains(needle) && line.contains("peer.test"))
+        {
+            return;
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+    panic!("never logged {needle:?}: {}", server.log());
+}
+
+/// Entries and federation relationships written through one server reach another through the
+/// change feed (PostgreSQL: LISTEN/NOTIFY; MariaDB: the feed read every 200 ms): a workload on
+/// the other server's agent sees each entry change.
 fn changes_through_one_server_reach_the_agents_of_another(var: &str) {
     let Some(database) = Database::create(var) else {
         return;
@@ -330,6 +346,30 @@ fn changes_through_one_server_reach_the_agents_of_another(var: &str) {
     let deleted = a.entry(&["delete", "--id", id]);
     assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted.stderr));
     wait_for_ids(&agent, &[]);
+
+    // A federation relationship made through A: B starts fetching it too (its fetcher's
+    // failures, against a port nobody listens on, are in B's log), and stops when A deletes it.
+    let nowhere = format!("https://127.0.0.1:{}/", crate::free_port());
+    json(&a.cli(&[
+        "federation",
+        "create",
+        "--trust-domain",
+        "peer.test",
+        "--url",
+        &nowhere,
+        "--profile",
+        "https_web",
+        "--output",
+        "json",
+    ]));
+    wait_for_log(&b, "federation relationship from another server started");
+    wait_for_log(&b, "federated bundle not updated");
+    let deleted = a.cli(&["federation", "delete", "--trust-domain", "peer.test"]);
+    assert_eq!(deleted.status.code(), Some(0), "{}", text(&deleted.stderr));
+    wait_for_log(
+        &b,
+        "federation relationship deleted through another server stopped",
+    );
     agent.terminate();
     assert!(a.terminate().success());
     assert!(b.terminate().success());

@@ -1,10 +1,11 @@
 //! Entry creation rate through the admin API (issue 3): the admin gRPC services served in
 //! process on a Unix socket, a real gRPC client on the other end, `BatchCreateEntry` called by
-//! one sequential client, one entry per call (what `sigil entry create` does) and 50 per call.
+//! one sequential client, one entry per call (what `sigil entry create` does), 50 and 500 per
+//! call (each batch is one datastore transaction).
 //! Each (backend, batch size) starts from an empty database, so the figure covers a database
 //! growing from 0 to N entries.
 //!
-//! Run: `cargo bench -p sigil-server --bench entry_create` (2,000 entries per run, 5 runs of
+//! Run: `cargo bench -p sigil-server --bench entry_create` (10,000 entries per run, 5 runs of
 //! each, the median reported); with
 //! `SIGIL_TEST_POSTGRES_URL` set to a PostgreSQL server with admin rights, PostgreSQL is
 //! measured too, in a fresh database `sigil_bench_<uuid>` dropped afterwards.
@@ -30,14 +31,14 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tower::service_fn;
 
 /// Entries per run in `--bench` mode.
-const BENCH_ENTRIES: usize = 2_000;
+const BENCH_ENTRIES: usize = 10_000;
 /// Runs of each (backend, batch size) in `--bench` mode; the median is reported, as the
 /// machine is shared and one run can be slowed by others.
 const BENCH_ROUNDS: usize = 5;
 /// Entries per run under `cargo test`, to keep the check fast.
 const TEST_ENTRIES: usize = 100;
-/// The two call sizes measured.
-const BATCH_SIZES: [usize; 2] = [1, 50];
+/// The call sizes measured.
+const BATCH_SIZES: [usize; 3] = [1, 50, 500];
 /// Agents the entries are spread over (their parents).
 const AGENTS: usize = 100;
 

@@ -394,6 +394,26 @@ impl ServerState {
         Ok(stored)
     }
 
+    /// Creates entries (already validated, IDs and creation times set) in one datastore
+    /// transaction: one answer per entry, in order; the streams of every affected agent are
+    /// woken once.
+    pub async fn create_entries(
+        &self,
+        entries: &[RegistrationEntry],
+    ) -> Result<Vec<Result<RegistrationEntry, DataStoreError>>, DataStoreError> {
+        let _writer = self.writer.lock().await;
+        let results = self.datastore.create_entries(entries).await?;
+        let mut affected = crate::index::Affected::new();
+        {
+            let mut index = write(&self.index);
+            for stored in results.iter().flatten() {
+                affected.extend(index.upsert_entry(stored.clone()));
+            }
+        }
+        self.hub.notify(&affected);
+        Ok(results)
+    }
+
     /// Replaces an entry (already validated), keeping its creation time.
     pub async fn update_entry(
         &self,

@@ -28,10 +28,8 @@ impl EntryApi {
         Self { state }
     }
 
-    async fn create_one(
-        &self,
-        message: &pb::RegistrationEntry,
-    ) -> Result<RegistrationEntry, Status> {
+    /// A new entry from its message, validated, with its ID and creation time.
+    fn prepare(&self, message: &pb::RegistrationEntry) -> Result<RegistrationEntry, Status> {
         let (id, mut entry) = wire::entry(message, true).map_err(|e| status::wire(&e))?;
         entry.id = id.unwrap_or_else(DataStore::generate_entry_id);
         entry.created_at = unix_now();
@@ -39,10 +37,7 @@ impl EntryApi {
         entry
             .validate(self.state.trust_domain())
             .map_err(|e| status::invalid_entry(&e))?;
-        self.state
-            .create_entry(&entry)
-            .await
-            .map_err(|e| status::datastore(&e))
+        Ok(entry)
     }
 
     async fn update_one(
@@ -141,23 +136,46 @@ impl Entry for EntryApi {
         &self,
         request: Request<pb::BatchCreateEntryRequest>,
     ) -> Result<Response<pb::BatchCreateEntryResponse>, Status> {
-        let mut results = Vec::new();
-        for message in &request.get_ref().entries {
-            let result = match self.create_one(message).await {
-                Ok(entry) => {
-                    tracing::info!(id = %entry.id, spiffe_id = %entry.spiffe_id, "entry created");
-                    pb::batch_create_entry_response::Result {
-                        status: Some(status::ok()),
-                        entry: Some(wire::entry_to_wire(&entry)),
+        let messages = &request.get_ref().entries;
+        let prepared: Vec<Result<RegistrationEntry, Status>> =
+            messages.iter().map(|m| self.prepare(m)).collect();
+        let valid: Vec<RegistrationEntry> = prepared.iter().flatten().cloned().collect();
+        // The valid ones in one transaction; a bad one is answered without touching it.
+        let mut created = self
+            .state
+            .create_entries(&valid)
+            .await
+            .map_err(|e| status::datastore(&e))?
+            .into_iter();
+        let results = messages
+            .iter()
+            .zip(prepared)
+            .map(|(message, prepared)| {
+                let outcome = prepared.and_then(|_| {
+                    created
+                        .next()
+                        .unwrap_or_else(|| {
+                            Err(crate::datastore::DataStoreError::Backend(
+                                "the datastore answered fewer entries than sent".into(),
+                            ))
+                        })
+                        .map_err(|e| status::datastore(&e))
+                });
+                match outcome {
+                    Ok(entry) => {
+                        tracing::info!(id = %entry.id, spiffe_id = %entry.spiffe_id, "entry created");
+                        pb::batch_create_entry_response::Result {
+                            status: Some(status::ok()),
+                            entry: Some(wire::entry_to_wire(&entry)),
+                        }
                     }
+                    Err(error) => pb::batch_create_entry_response::Result {
+                        status: Some(status::to_proto(&error)),
+                        entry: Some(message.clone()),
+                    },
                 }
-                Err(error) => pb::batch_create_entry_response::Result {
-                    status: Some(status::to_proto(&error)),
-                    entry: Some(message.clone()),
-                },
-            };
-            results.push(result);
-        }
+            })
+            .collect();
         Ok(Response::new(pb::BatchCreateEntryResponse { results }))
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sigil_core::{EntryId, RegistrationEntry, Selector, SelectorSet};
 use sigil_spiffe::{SpiffeId, TrustDomain};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Connection, Row};
 
 use super::node::selector_from_row;
 use super::{
@@ -81,17 +81,71 @@ impl DataStore {
     /// ([`DataStoreError::AlreadyExists`]) and a duplicate registration
     /// ([`DataStoreError::DuplicateEntry`]).
     pub async fn create_entry(&self, entry: &RegistrationEntry) -> Result<RegistrationEntry> {
+        let mut tx = self.begin().await?;
+        match self.insert_entry(&mut tx, entry).await {
+            Ok(stored) => {
+                tx.commit().await?;
+                Ok(stored)
+            }
+            Err(InsertFailure::Store(error)) => Err(error),
+            Err(InsertFailure::Unique(error, key)) => {
+                drop(tx);
+                Err(self.unique_violation(error, &key).await)
+            }
+        }
+    }
+
+    /// Creates entries in one transaction (each in a savepoint of its own): one answer per
+    /// entry, in order, an entry refused (a duplicate, an ID in use) changing nothing and not
+    /// stopping the others. The outer `Err` is the database failing the whole batch.
+    pub async fn create_entries(
+        &self,
+        entries: &[RegistrationEntry],
+    ) -> Result<Vec<Result<RegistrationEntry>>> {
+        let mut tx = self.begin().await?;
+        let mut results = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let mut savepoint = Connection::begin(&mut *tx).await?;
+            match self.insert_entry(&mut savepoint, entry).await {
+                Ok(stored) => {
+                    savepoint.commit().await?;
+                    results.push(Ok(stored));
+                }
+                Err(InsertFailure::Store(error)) => {
+                    savepoint.rollback().await?;
+                    results.push(Err(error));
+                }
+                Err(InsertFailure::Unique(error, key)) => {
+                    savepoint.rollback().await?;
+                    // Another writer got the same registration in between: name its entry.
+                    let named = self.check_duplicate(&mut tx, &key, None).await;
+                    results.push(Err(match named {
+                        Err(duplicate @ DataStoreError::DuplicateEntry { .. }) => duplicate,
+                        _ => error.into(),
+                    }));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    /// The writes of one new entry, inside the caller's transaction.
+    async fn insert_entry(
+        &self,
+        tx: &mut AnyConnection,
+        entry: &RegistrationEntry,
+    ) -> Result<RegistrationEntry, InsertFailure> {
         let mut stored = entry.clone();
         stored.revision = 1;
         let key = registration_key(entry);
-        let mut tx = self.begin().await?;
-        if self.entry_revision(&mut tx, &entry.id).await?.is_some() {
-            return Err(DataStoreError::AlreadyExists {
+        if self.entry_revision(tx, &entry.id).await?.is_some() {
+            return Err(InsertFailure::Store(DataStoreError::AlreadyExists {
                 kind: "entry",
                 key: entry.id.to_string(),
-            });
+            }));
         }
-        self.check_duplicate(&mut tx, &key, None).await?;
+        self.check_duplicate(tx, &key, None).await?;
         let inserted = sqlx::query(self.sql(
             "INSERT INTO entries (id, registration_key, spiffe_id, parent_id, x509_svid_ttl, \
              jwt_svid_ttl, admin, downstream, hint, expires_at, revision, created_at, updated_at) \
@@ -113,13 +167,11 @@ impl DataStore {
         .execute(&mut *tx)
         .await;
         if let Err(error) = inserted {
-            drop(tx);
-            return Err(self.unique_violation(error, &key).await);
+            return Err(InsertFailure::Unique(error, key));
         }
-        self.insert_children(&mut tx, entry).await?;
-        self.record_event(&mut tx, EventKind::EntryCreated, entry.id.as_str())
+        self.insert_children(tx, entry).await?;
+        self.record_event(tx, EventKind::EntryCreated, entry.id.as_str())
             .await?;
-        tx.commit().await?;
         Ok(stored)
     }
 
@@ -311,14 +363,10 @@ impl DataStore {
         Ok(())
     }
 
-    async fn entry_revision(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        id: &EntryId,
-    ) -> Result<Option<i64>> {
+    async fn entry_revision(&self, tx: &mut AnyConnection, id: &EntryId) -> Result<Option<i64>> {
         let row = sqlx::query(self.sql("SELECT revision FROM entries WHERE id = ?"))
             .bind(id.as_str())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await?;
         Ok(row.map(|r| r.try_get("revision")).transpose()?)
     }
@@ -326,13 +374,13 @@ impl DataStore {
     /// Fails with the ID of another entry holding the same registration key.
     async fn check_duplicate(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut AnyConnection,
         key: &str,
         except: Option<&EntryId>,
     ) -> Result<()> {
         let row = sqlx::query(self.sql("SELECT id FROM entries WHERE registration_key = ?"))
             .bind(key)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = row {
             let existing: String = row.try_get("id")?;
@@ -363,7 +411,7 @@ impl DataStore {
 
     async fn insert_children(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut AnyConnection,
         entry: &RegistrationEntry,
     ) -> Result<()> {
         let id = entry.id.as_str();
@@ -374,7 +422,7 @@ impl DataStore {
             .bind(id)
             .bind(selector.kind())
             .bind(selector.value())
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         }
         for (position, name) in entry.dns_names.iter().enumerate() {
@@ -384,7 +432,7 @@ impl DataStore {
             .bind(id)
             .bind(position as i64)
             .bind(name.as_str())
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         }
         for (position, td) in entry.federates_with.iter().enumerate() {
@@ -395,22 +443,18 @@ impl DataStore {
             .bind(id)
             .bind(position as i64)
             .bind(td.as_str())
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         }
         Ok(())
     }
 
-    async fn delete_children(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        id: &EntryId,
-    ) -> Result<()> {
+    async fn delete_children(&self, tx: &mut AnyConnection, id: &EntryId) -> Result<()> {
         for table in ["entry_selectors", "entry_dns_names", "entry_federates_with"] {
             let query = format!("DELETE FROM {table} WHERE entry_id = ?");
             sqlx::query(self.sql(&query))
                 .bind(id.as_str())
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
         Ok(())
@@ -579,4 +623,18 @@ fn entry_from_row(row: &AnyRow) -> Result<RegistrationEntry> {
         revision: u64::try_from(row.try_get::<i64, _>("revision")?).unwrap_or(0),
         created_at: row.try_get("created_at")?,
     })
+}
+
+/// Why the writes of a new entry failed: a refusal to answer, or the insert itself failing
+/// (a unique violation when another writer got the same registration in between our check and
+/// our write, named once the transaction is out of the way).
+enum InsertFailure {
+    Store(DataStoreError),
+    Unique(sqlx::Error, String),
+}
+
+impl From<DataStoreError> for InsertFailure {
+    fn from(error: DataStoreError) -> Self {
+        Self::Store(error)
+    }
 }

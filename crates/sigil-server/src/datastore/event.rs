@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use super::{Backend, DataStore, DataStoreError, Result};
 
@@ -155,7 +155,7 @@ impl DataStore {
     /// Records an event inside the transaction of the change.
     pub(super) async fn record_event(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut AnyConnection,
         kind: EventKind,
         key: &str,
     ) -> Result<()> {
@@ -163,7 +163,7 @@ impl DataStore {
             .bind(kind.as_str())
             .bind(key)
             .bind(self.now())
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         if self.backend == Backend::Postgres {
             // Delivered when the transaction commits, never for one rolled back: the other
@@ -171,7 +171,7 @@ impl DataStore {
             sqlx::query(AssertSqlSafe(format!(
                 "SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
             )))
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         }
         Ok(())

@@ -211,6 +211,7 @@ suite!(
     published_authorities_make_one_bundle_of_every_instance,
     publishers_at_once_lose_no_authority,
     the_feed_waits_for_an_event_that_commits_late,
+    a_batch_of_entries_is_one_transaction_and_a_refused_one_changes_nothing,
 );
 
 fn td(name: &str) -> TrustDomain {
@@ -1491,4 +1492,70 @@ async fn the_feed_waits_for_an_event_that_commits_late(ctx: Ctx) {
     assert_eq!(kinds(&read.events), [(EventKind::EntryCreated, "late")]);
     assert_eq!(cursor.gaps().count(), 0);
     assert!(s.follow(&mut cursor).await.unwrap().events.is_empty());
+}
+
+async fn a_batch_of_entries_is_one_transaction_and_a_refused_one_changes_nothing(ctx: Ctx) {
+    let s = &ctx.store;
+    s.create_entry(&entry(
+        "old",
+        "spiffe://example.org/old",
+        AGENT,
+        &["unix:uid:9"],
+    ))
+    .await
+    .unwrap();
+    let before = s.latest_event_id().await.unwrap();
+    let mut with_children = entry("b1", "spiffe://example.org/b1", AGENT, &["unix:uid:1"]);
+    with_children.dns_names = vec!["b1.example.org".into()];
+    with_children.federates_with = vec![td("peer.test")];
+    let batch = [
+        with_children.clone(),
+        // The same registration as the first, in the same batch.
+        entry("b2", "spiffe://example.org/b1", AGENT, &["unix:uid:1"]),
+        // An ID in use.
+        entry("old", "spiffe://example.org/other", AGENT, &["unix:uid:3"]),
+        entry("b3", "spiffe://example.org/b3", AGENT, &["unix:uid:3"]),
+    ];
+    let results = s.create_entries(&batch).await.unwrap();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0].as_ref().unwrap().revision, 1);
+    assert!(
+        matches!(&results[1], Err(DataStoreError::DuplicateEntry { existing }) if existing == "b1"),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(
+            &results[2],
+            Err(DataStoreError::AlreadyExists { kind: "entry", .. })
+        ),
+        "{:?}",
+        results[2]
+    );
+    assert!(results[3].is_ok());
+    // What was created is stored whole; what was refused left nothing, not even an event.
+    let mut stored = s.entry(&"b1".parse().unwrap()).await.unwrap().unwrap();
+    stored.revision = 0;
+    let mut expected = with_children;
+    expected.revision = 0;
+    assert_eq!(stored, expected);
+    assert!(s.entry(&"b2".parse().unwrap()).await.unwrap().is_none());
+    assert_eq!(
+        s.entry(&"old".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .spiffe_id,
+        id("spiffe://example.org/old")
+    );
+    let events = s.events_after(before, 10).await.unwrap();
+    assert_eq!(
+        kinds(&events),
+        [
+            (EventKind::EntryCreated, "b1"),
+            (EventKind::EntryCreated, "b3")
+        ]
+    );
+    // An empty batch is nothing.
+    assert!(s.create_entries(&[]).await.unwrap().is_empty());
 }

@@ -4,13 +4,13 @@
 //! `registration_key`, the SHA-256 of those three, under a unique index in every dialect, and
 //! writes check it first inside their transaction so the error can name the entry in the way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use sigil_core::{EntryId, RegistrationEntry, Selector, SelectorSet};
 use sigil_spiffe::{SpiffeId, TrustDomain};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Connection, Row};
+use sqlx::{AnyConnection, Row};
 
 use super::node::selector_from_row;
 use super::{
@@ -66,6 +66,19 @@ pub struct EntryPage {
     pub next: Option<EntryId>,
 }
 
+/// IDs or keys per check query of a batch.
+const CHECK_CHUNK: usize = 500;
+
+/// Rows per multi-row insert: 13 columns of an entry make 1,300 placeholders, well within
+/// every backend's limit (SQLite's is 32,766).
+const ROWS_PER_INSERT: usize = 100;
+
+/// `(?, ?, ...), (?, ?, ...)`: `count` rows of `columns` placeholders.
+fn rows(count: usize, columns: usize) -> String {
+    let row = format!("({})", placeholders(columns));
+    vec![row; count].join(", ")
+}
+
 const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, x509_svid_ttl, jwt_svid_ttl, admin, \
                              downstream, hint, expires_at, revision, created_at";
 
@@ -95,39 +108,196 @@ impl DataStore {
         }
     }
 
-    /// Creates entries in one transaction (each in a savepoint of its own): one answer per
-    /// entry, in order, an entry refused (a duplicate, an ID in use) changing nothing and not
-    /// stopping the others. The outer `Err` is the database failing the whole batch.
+    /// Creates entries in one transaction: one answer per entry, in order, an entry refused (a
+    /// duplicate of a stored entry or of one before it in the batch, an ID in use) changing
+    /// nothing and not stopping the others. The checks are two set queries and the writes
+    /// multi-row inserts. Should another writer store a duplicate between the checks and the
+    /// writes, the unique index refuses the batch and it is made again one entry at a time.
+    /// The outer `Err` is the database failing the whole batch.
     pub async fn create_entries(
         &self,
         entries: &[RegistrationEntry],
     ) -> Result<Vec<Result<RegistrationEntry>>> {
-        let mut tx = self.begin().await?;
-        let mut results = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let mut savepoint = Connection::begin(&mut *tx).await?;
-            match self.insert_entry(&mut savepoint, entry).await {
-                Ok(stored) => {
-                    savepoint.commit().await?;
-                    results.push(Ok(stored));
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.try_create_entries(entries).await {
+            Err(DataStoreError::Backend(reason)) => {
+                tracing::debug!(%reason, "batch refused; creating its entries one at a time");
+                let mut results = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    results.push(match self.create_entry(entry).await {
+                        Err(DataStoreError::Backend(reason)) => {
+                            return Err(DataStoreError::Backend(reason));
+                        }
+                        result => result,
+                    });
                 }
-                Err(InsertFailure::Store(error)) => {
-                    savepoint.rollback().await?;
-                    results.push(Err(error));
-                }
-                Err(InsertFailure::Unique(error, key)) => {
-                    savepoint.rollback().await?;
-                    // Another writer got the same registration in between: name its entry.
-                    let named = self.check_duplicate(&mut tx, &key, None).await;
-                    results.push(Err(match named {
-                        Err(duplicate @ DataStoreError::DuplicateEntry { .. }) => duplicate,
-                        _ => error.into(),
-                    }));
-                }
+                Ok(results)
             }
+            result => result,
+        }
+    }
+
+    async fn try_create_entries(
+        &self,
+        entries: &[RegistrationEntry],
+    ) -> Result<Vec<Result<RegistrationEntry>>> {
+        let keys: Vec<String> = entries.iter().map(registration_key).collect();
+        let mut tx = self.begin().await?;
+        let mut ids_in_use: HashSet<String> = HashSet::new();
+        let mut keys_in_use: HashMap<String, String> = HashMap::new();
+        for chunk in entries.chunks(CHECK_CHUNK) {
+            let query = format!(
+                "SELECT id FROM entries WHERE id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut select = sqlx::query(self.sql(&query));
+            for entry in chunk {
+                select = select.bind(entry.id.as_str());
+            }
+            for row in select.fetch_all(&mut *tx).await? {
+                ids_in_use.insert(row.try_get("id")?);
+            }
+        }
+        for chunk in keys.chunks(CHECK_CHUNK) {
+            let query = format!(
+                "SELECT id, registration_key FROM entries WHERE registration_key IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut select = sqlx::query(self.sql(&query));
+            for key in chunk {
+                select = select.bind(key.as_str());
+            }
+            for row in select.fetch_all(&mut *tx).await? {
+                keys_in_use.insert(row.try_get("registration_key")?, row.try_get("id")?);
+            }
+        }
+        // In order: an entry is checked against the stored ones and those accepted before it.
+        let mut results = Vec::with_capacity(entries.len());
+        let mut accepted: Vec<(&RegistrationEntry, &str)> = Vec::new();
+        for (entry, key) in entries.iter().zip(&keys) {
+            if !ids_in_use.insert(entry.id.as_str().to_owned()) {
+                results.push(Err(DataStoreError::AlreadyExists {
+                    kind: "entry",
+                    key: entry.id.to_string(),
+                }));
+            } else if let Some(existing) = keys_in_use.get(key) {
+                // The ID was taken above for nothing: give it back.
+                ids_in_use.remove(entry.id.as_str());
+                results.push(Err(DataStoreError::DuplicateEntry {
+                    existing: existing.clone(),
+                }));
+            } else {
+                keys_in_use.insert(key.clone(), entry.id.as_str().to_owned());
+                let mut stored = entry.clone();
+                stored.revision = 1;
+                results.push(Ok(stored));
+                accepted.push((entry, key.as_str()));
+            }
+        }
+        if !accepted.is_empty() {
+            self.insert_entry_rows(&mut tx, &accepted).await?;
+            self.record_events(
+                &mut tx,
+                EventKind::EntryCreated,
+                accepted.iter().map(|(entry, _)| entry.id.as_str()),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(results)
+    }
+
+    /// The rows of new entries and their child rows, in multi-row inserts.
+    async fn insert_entry_rows(
+        &self,
+        tx: &mut AnyConnection,
+        entries: &[(&RegistrationEntry, &str)],
+    ) -> Result<()> {
+        let now = self.now();
+        for chunk in entries.chunks(ROWS_PER_INSERT) {
+            let query = format!(
+                "INSERT INTO entries (id, registration_key, spiffe_id, parent_id, x509_svid_ttl, \
+                 jwt_svid_ttl, admin, downstream, hint, expires_at, revision, created_at, \
+                 updated_at) VALUES {}",
+                rows(chunk.len(), 13)
+            );
+            let mut insert = sqlx::query(self.sql(&query));
+            for (entry, key) in chunk {
+                insert = insert
+                    .bind(entry.id.as_str())
+                    .bind(*key)
+                    .bind(entry.spiffe_id.as_str())
+                    .bind(entry.parent_id.as_str())
+                    .bind(entry.x509_svid_ttl.map(secs))
+                    .bind(entry.jwt_svid_ttl.map(secs))
+                    .bind(flag(entry.admin))
+                    .bind(flag(entry.downstream))
+                    .bind(entry.hint.as_str())
+                    .bind(entry.expires_at)
+                    .bind(1_i64)
+                    .bind(entry.created_at)
+                    .bind(now);
+            }
+            insert.execute(&mut *tx).await?;
+        }
+        let selectors: Vec<(&str, &str, &str)> = entries
+            .iter()
+            .flat_map(|(entry, _)| {
+                entry
+                    .selectors
+                    .iter()
+                    .map(|s| (entry.id.as_str(), s.kind(), s.value()))
+            })
+            .collect();
+        for chunk in selectors.chunks(ROWS_PER_INSERT) {
+            let query = format!(
+                "INSERT INTO entry_selectors (entry_id, kind, value) VALUES {}",
+                rows(chunk.len(), 3)
+            );
+            let mut insert = sqlx::query(self.sql(&query));
+            for (id, kind, value) in chunk {
+                insert = insert.bind(*id).bind(*kind).bind(*value);
+            }
+            insert.execute(&mut *tx).await?;
+        }
+        let listed = |list: fn(&RegistrationEntry) -> Vec<&str>| -> Vec<(&str, i64, &str)> {
+            entries
+                .iter()
+                .flat_map(|(entry, _)| {
+                    list(entry)
+                        .into_iter()
+                        .enumerate()
+                        .map(|(position, value)| (entry.id.as_str(), position as i64, value))
+                })
+                .collect()
+        };
+        for (table, column, values) in [
+            (
+                "entry_dns_names",
+                "name",
+                listed(|e| e.dns_names.iter().map(String::as_str).collect()),
+            ),
+            (
+                "entry_federates_with",
+                "trust_domain",
+                listed(|e| e.federates_with.iter().map(|td| td.as_str()).collect()),
+            ),
+        ] {
+            for chunk in values.chunks(ROWS_PER_INSERT) {
+                let query = format!(
+                    "INSERT INTO {table} (entry_id, position, {column}) VALUES {}",
+                    rows(chunk.len(), 3)
+                );
+                let mut insert = sqlx::query(self.sql(&query));
+                for (id, position, value) in chunk {
+                    insert = insert.bind(*id).bind(*position).bind(*value);
+                }
+                insert.execute(&mut *tx).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The writes of one new entry, inside the caller's transaction.

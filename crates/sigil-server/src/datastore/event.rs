@@ -152,6 +152,28 @@ impl DataStore {
         )
     }
 
+    /// Records one event of `kind` per key inside the transaction of the changes, in
+    /// multi-row inserts, and one notice.
+    pub(super) async fn record_events<'a>(
+        &self,
+        tx: &mut AnyConnection,
+        kind: EventKind,
+        keys: impl Iterator<Item = &'a str>,
+    ) -> Result<()> {
+        let keys: Vec<&str> = keys.collect();
+        let now = self.now();
+        for chunk in keys.chunks(300) {
+            let values = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+            let query = format!("INSERT INTO events (kind, event_key, created_at) VALUES {values}");
+            let mut insert = sqlx::query(self.sql(&query));
+            for key in chunk {
+                insert = insert.bind(kind.as_str()).bind(*key).bind(now);
+            }
+            insert.execute(&mut *tx).await?;
+        }
+        self.notify(tx).await
+    }
+
     /// Records an event inside the transaction of the change.
     pub(super) async fn record_event(
         &self,
@@ -165,9 +187,13 @@ impl DataStore {
             .bind(self.now())
             .execute(&mut *tx)
             .await?;
+        self.notify(tx).await
+    }
+
+    /// On PostgreSQL, a notice on [`NOTIFY_CHANNEL`]: delivered when the transaction commits,
+    /// never for one rolled back, so the other servers' followers read the feed at once.
+    async fn notify(&self, tx: &mut AnyConnection) -> Result<()> {
         if self.backend == Backend::Postgres {
-            // Delivered when the transaction commits, never for one rolled back: the other
-            // servers' followers read the feed at once instead of on their next sweep.
             sqlx::query(AssertSqlSafe(format!(
                 "SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
             )))

@@ -212,6 +212,7 @@ suite!(
     publishers_at_once_lose_no_authority,
     the_feed_waits_for_an_event_that_commits_late,
     a_batch_of_entries_is_one_transaction_and_a_refused_one_changes_nothing,
+    racing_batches_store_a_registration_once,
 );
 
 fn td(name: &str) -> TrustDomain {
@@ -1558,4 +1559,56 @@ async fn a_batch_of_entries_is_one_transaction_and_a_refused_one_changes_nothing
     );
     // An empty batch is nothing.
     assert!(s.create_entries(&[]).await.unwrap().is_empty());
+}
+
+async fn racing_batches_store_a_registration_once(ctx: Ctx) {
+    // Batches on their own connections at once, all with one shared registration and one of
+    // their own: the shared one is stored once (the others are told which entry has it, by the
+    // checks or, when they raced past them, by the unique index and the retry one by one).
+    let mut tasks = Vec::new();
+    for n in 0..6 {
+        let store = ctx.reopen().await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let batch = [
+                entry(
+                    &format!("own{n}"),
+                    &format!("spiffe://example.org/own{n}"),
+                    AGENT,
+                    &["unix:uid:1"],
+                ),
+                entry(
+                    &format!("shared{n}"),
+                    "spiffe://example.org/shared",
+                    AGENT,
+                    &["unix:uid:2"],
+                ),
+            ];
+            let results = store.create_entries(&batch).await.unwrap();
+            store.close().await;
+            results
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut losers = 0;
+    for task in tasks {
+        let results = task.await.unwrap();
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        match &results[1] {
+            Ok(stored) => winners.push(stored.id.to_string()),
+            Err(DataStoreError::DuplicateEntry { .. }) => losers += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(losers, 5);
+    let shared = ctx
+        .store
+        .list_entries(&EntryFilter::default(), None, 0)
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .filter(|e| e.spiffe_id == id("spiffe://example.org/shared"))
+        .count();
+    assert_eq!(shared, 1);
 }

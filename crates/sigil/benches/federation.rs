@@ -31,7 +31,6 @@ use hyper_util::rt::TokioIo;
 use sigil_proto::server::v1 as pb;
 use sigil_proto::server::v1::agent_client::AgentClient;
 use sigil_proto::server::v1::bundle_client::BundleClient;
-use sigil_proto::server::v1::entry_client::EntryClient;
 use sigil_spiffe::tls::{TlsMaterial, server_config_no_client_auth};
 use sigil_spiffe::{
     Bundle, BundleSet, CaParams, JwtBundle, KeyType, PrivateKey, SpiffeId, SvidParams, TrustDomain,
@@ -42,7 +41,7 @@ use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-use common::{HANG_GUARD, free_port, unix_channel, wait_for_socket};
+use common::{HANG_GUARD, create_uid_entry, free_port, unix_channel, wait_for_socket};
 
 const TD: &str = "example.org";
 const PEER: &str = "peer.test";
@@ -276,23 +275,13 @@ async fn prepare(admin: &Channel, dir: &Path, agent_id: &str) -> String {
         .into_inner()
         .value;
     let uid = fs::metadata("/proc/self").unwrap().uid();
-    let created = EntryClient::new(admin.clone())
-        .batch_create_entry(pb::BatchCreateEntryRequest {
-            entries: vec![pb::RegistrationEntry {
-                spiffe_id: format!("spiffe://{TD}/bench/federated"),
-                parent_id: agent_id.to_owned(),
-                selectors: vec![pb::Selector {
-                    r#type: "unix".to_owned(),
-                    value: format!("uid:{uid}"),
-                }],
-                federates_with: vec![PEER.to_owned()],
-                ..Default::default()
-            }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let code = created.results[0].status.as_ref().map_or(0, |s| s.code);
-    assert_eq!(code, 0, "{:?}", created.results[0]);
+    create_uid_entry(
+        admin,
+        agent_id,
+        &format!("spiffe://{TD}/bench/federated"),
+        uid,
+        &[PEER],
+    )
+    .await;
     token
 }

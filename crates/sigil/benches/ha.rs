@@ -25,12 +25,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    HANG_GUARD, free_port, load_average, report, unix_channel, wait_for_socket, workload_client,
-    workload_request,
+    create_uid_entry, free_port, load_average, report, unix_channel, wait_for_id, wait_for_socket,
+    workload_client, workload_request,
 };
 use sigil_proto::server::v1 as pb;
-use sigil_proto::server::v1::entry_client::EntryClient;
-use sigil_proto::workload::{X509svidRequest, X509svidResponse};
+use sigil_proto::workload::X509svidRequest;
 use spire_process::Process;
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::time::Instant;
@@ -123,11 +122,12 @@ async fn run(admin: &str, samples: usize) {
         channels
     };
     // A first entry through the agent's own server, so the workload's stream opens.
-    create_entry(
+    create_uid_entry(
         &channels[last],
         &agent_id,
         "spiffe://example.org/ha/first",
         uid,
+        &[],
     )
     .await;
     let mut client = workload_client(&agent.1).await.unwrap();
@@ -147,7 +147,7 @@ async fn run(admin: &str, samples: usize) {
         // Through the other servers in turn, never the agent's own.
         let via = i % last;
         let spiffe_id = format!("spiffe://example.org/ha/{i}");
-        create_entry(&channels[via], &agent_id, &spiffe_id, uid).await;
+        create_uid_entry(&channels[via], &agent_id, &spiffe_id, uid, &[]).await;
         let created = Instant::now();
         wait_for_id(&mut stream, &spiffe_id).await;
         latencies.push(created.elapsed());
@@ -205,44 +205,6 @@ async fn start_agent(dir: &Path, server: &SigilServer, port: u16) -> ((Process, 
     let socket = dir.join("api.sock");
     wait_for_socket(&socket).await;
     ((process, socket), token.agent_id)
-}
-
-async fn create_entry(
-    channel: &tonic::transport::Channel,
-    parent: &str,
-    spiffe_id: &str,
-    uid: u32,
-) {
-    let created = EntryClient::new(channel.clone())
-        .batch_create_entry(pb::BatchCreateEntryRequest {
-            entries: vec![pb::RegistrationEntry {
-                spiffe_id: spiffe_id.to_owned(),
-                parent_id: parent.to_owned(),
-                selectors: vec![pb::Selector {
-                    r#type: "unix".to_owned(),
-                    value: format!("uid:{uid}"),
-                }],
-                ..Default::default()
-            }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let code = created.results[0].status.as_ref().map_or(0, |s| s.code);
-    assert_eq!(code, 0, "{:?}", created.results[0]);
-}
-
-async fn wait_for_id(stream: &mut tonic::Streaming<X509svidResponse>, spiffe_id: &str) {
-    loop {
-        let message = tokio::time::timeout(HANG_GUARD, stream.message())
-            .await
-            .expect("the SVID reached the stream")
-            .unwrap()
-            .unwrap();
-        if message.svids.iter().any(|svid| svid.spiffe_id == spiffe_id) {
-            return;
-        }
-    }
 }
 
 async fn exec(admin: &str, statement: &str) {

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use common::{
     HANG_GUARD, cached_jwt_latency, cpu_time, fetch_first, free_port, load_average, report,
-    status_kib, wait_for_socket, workload_client, workload_request,
+    status_kib, wait_for_id, wait_for_socket, workload_client, workload_request,
 };
 use sigil_proto::server::v1 as pb;
 use sigil_proto::server::v1::entry_client::EntryClient;
@@ -643,19 +643,6 @@ async fn entry_to_stream(
     );
     figures.put("entry -> open stream p50", p.p50 / 1e3, "ms");
     figures.put("entry -> open stream p99", p.p99 / 1e3, "ms");
-}
-
-async fn wait_for_id(stream: &mut tonic::Streaming<X509svidResponse>, spiffe_id: &str) {
-    loop {
-        let message = tokio::time::timeout(HANG_GUARD, stream.message())
-            .await
-            .expect("the SVID reached the stream")
-            .unwrap()
-            .unwrap();
-        if message.svids.iter().any(|svid| svid.spiffe_id == spiffe_id) {
-            return;
-        }
-    }
 }
 
 /// The RSS of a new agent serving one SVID, settled: the base of the per-SVID figure.

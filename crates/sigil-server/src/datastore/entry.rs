@@ -209,12 +209,14 @@ impl DataStore {
         Ok(results)
     }
 
-    /// The rows of new entries and their child rows, in multi-row inserts.
+    /// The rows of new entries (with their registration keys) and their child rows, in
+    /// multi-row inserts. The error is the database's, for the caller to tell a unique
+    /// violation (a duplicate that slipped past the checks) from others.
     async fn insert_entry_rows(
         &self,
         tx: &mut AnyConnection,
         entries: &[(&RegistrationEntry, &str)],
-    ) -> Result<()> {
+    ) -> Result<(), sqlx::Error> {
         let now = self.now();
         for chunk in entries.chunks(ROWS_PER_INSERT) {
             let query = format!(
@@ -316,30 +318,9 @@ impl DataStore {
             }));
         }
         self.check_duplicate(tx, &key, None).await?;
-        let inserted = sqlx::query(self.sql(
-            "INSERT INTO entries (id, registration_key, spiffe_id, parent_id, x509_svid_ttl, \
-             jwt_svid_ttl, admin, downstream, hint, expires_at, revision, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        ))
-        .bind(entry.id.as_str())
-        .bind(key.as_str())
-        .bind(entry.spiffe_id.as_str())
-        .bind(entry.parent_id.as_str())
-        .bind(entry.x509_svid_ttl.map(secs))
-        .bind(entry.jwt_svid_ttl.map(secs))
-        .bind(flag(entry.admin))
-        .bind(flag(entry.downstream))
-        .bind(entry.hint.as_str())
-        .bind(entry.expires_at)
-        .bind(1_i64)
-        .bind(entry.created_at)
-        .bind(self.now())
-        .execute(&mut *tx)
-        .await;
-        if let Err(error) = inserted {
+        if let Err(error) = self.insert_entry_rows(tx, &[(entry, key.as_str())]).await {
             return Err(InsertFailure::Unique(error, key));
         }
-        self.insert_children(tx, entry).await?;
         self.record_event(tx, EventKind::EntryCreated, entry.id.as_str())
             .await?;
         Ok(stored)

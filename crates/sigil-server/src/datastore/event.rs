@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use super::{Backend, DataStore, DataStoreError, Result};
@@ -110,6 +111,16 @@ pub struct Event {
     pub created_at: i64,
 }
 
+/// An event from a row of `id, kind, event_key, created_at`.
+pub(super) fn event_from_row(row: &AnyRow) -> Result<Event> {
+    Ok(Event {
+        id: row.try_get("id")?,
+        kind: row.try_get::<String, _>("kind")?.parse()?,
+        key: row.try_get("event_key")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
 impl DataStore {
     /// Events with an id above `after`, oldest first, at most `limit`.
     pub async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
@@ -120,16 +131,7 @@ impl DataStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Event {
-                    id: row.try_get("id")?,
-                    kind: row.try_get::<String, _>("kind")?.parse()?,
-                    key: row.try_get("event_key")?,
-                    created_at: row.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
     }
 
     /// The highest event id, 0 when there is none: where a reader that has just loaded

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use sqlx::Row;
-
+use super::event::event_from_row;
 use super::{DataStore, Event, Result, placeholders};
 
 /// The most events one read returns.
@@ -179,16 +178,7 @@ impl DataStore {
             statement = statement.bind(*id);
         }
         let rows = statement.fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Event {
-                    id: row.try_get("id")?,
-                    kind: row.try_get::<String, _>("kind")?.parse()?,
-                    key: row.try_get("event_key")?,
-                    created_at: row.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
     }
 }
 

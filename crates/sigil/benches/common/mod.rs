@@ -209,3 +209,47 @@ pub(crate) async fn cached_jwt_latency(socket: &Path, calls: usize) -> Percentil
         started.elapsed(),
     )
 }
+
+/// Reads `stream` until a message holds an SVID of `spiffe_id`.
+pub(crate) async fn wait_for_id(stream: &mut tonic::Streaming<X509svidResponse>, spiffe_id: &str) {
+    loop {
+        let message = tokio::time::timeout(HANG_GUARD, stream.message())
+            .await
+            .expect("the SVID reached the stream")
+            .unwrap()
+            .unwrap();
+        if message.svids.iter().any(|svid| svid.spiffe_id == spiffe_id) {
+            return;
+        }
+    }
+}
+
+/// Creates one entry through the admin API on `channel`: `spiffe_id` under `parent`, selected
+/// by `unix:uid:<uid>`, federating with `federates_with`.
+pub(crate) async fn create_uid_entry(
+    channel: &Channel,
+    parent: &str,
+    spiffe_id: &str,
+    uid: u32,
+    federates_with: &[&str],
+) {
+    use sigil_proto::server::v1 as pb;
+    let created = sigil_proto::server::v1::entry_client::EntryClient::new(channel.clone())
+        .batch_create_entry(pb::BatchCreateEntryRequest {
+            entries: vec![pb::RegistrationEntry {
+                spiffe_id: spiffe_id.to_owned(),
+                parent_id: parent.to_owned(),
+                selectors: vec![pb::Selector {
+                    r#type: "unix".to_owned(),
+                    value: format!("uid:{uid}"),
+                }],
+                federates_with: federates_with.iter().map(|td| (*td).to_owned()).collect(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let code = created.results[0].status.as_ref().map_or(0, |s| s.code);
+    assert_eq!(code, 0, "{:?}", created.results[0]);
+}

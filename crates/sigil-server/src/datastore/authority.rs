@@ -15,7 +15,7 @@ use rustls_pki_types::CertificateDer;
 use sigil_spiffe::{Bundle, JwtAuthority, JwtBundle, TrustDomain};
 use sqlx::Row;
 
-use super::{DataStore, DataStoreError, EventKind, Result, sha256_hex};
+use super::{DataStore, DataStoreError, Result, sha256_hex};
 
 /// How often a publication is tried when the database refuses it: servers inserting the first
 /// own bundle at once (one hits the primary key), or a deadlock InnoDB broke by rolling one
@@ -197,40 +197,7 @@ impl DataStore {
         }
         let sequence = previous.as_ref().map_or(1, |(_, s)| s.saturating_add(1));
         union.set_sequence(Some(sequence));
-        let document = union
-            .to_document()
-            .map_err(|e| DataStoreError::InvalidBundle {
-                trust_domain: td.to_owned(),
-                reason: e.to_string(),
-            })?
-            .into_bytes();
-        let sequence = i64::try_from(sequence).unwrap_or(i64::MAX);
-        let kind = if previous.is_some() {
-            sqlx::query(self.sql(
-                "UPDATE bundles SET document = ?, sequence_number = ?, updated_at = ? \
-                 WHERE trust_domain = ?",
-            ))
-            .bind(document)
-            .bind(sequence)
-            .bind(now)
-            .bind(td)
-            .execute(&mut *tx)
-            .await?;
-            EventKind::BundleUpdated
-        } else {
-            sqlx::query(self.sql(
-                "INSERT INTO bundles (trust_domain, document, sequence_number, updated_at) \
-                 VALUES (?, ?, ?, ?)",
-            ))
-            .bind(td)
-            .bind(document)
-            .bind(sequence)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            EventKind::BundleCreated
-        };
-        self.record_event(&mut tx, kind, td).await?;
+        self.write_bundle_row(&mut tx, &union).await?;
         tx.commit().await?;
         Ok(union)
     }

@@ -1,14 +1,27 @@
 //! Bundles by trust domain (our own and federated ones), stored as SPIFFE bundle documents.
 
 use sigil_spiffe::{Bundle, TrustDomain};
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::{DataStore, DataStoreError, EventKind, Result};
 
 impl DataStore {
     /// Stores the bundle of its trust domain, replacing any previous one.
     pub async fn set_bundle(&self, bundle: &Bundle) -> Result<()> {
+        let mut tx = self.begin().await?;
+        self.write_bundle_row(&mut tx, bundle).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes (replaces or inserts) the row of `bundle`'s trust domain and its event, inside
+    /// the caller's transaction.
+    pub(super) async fn write_bundle_row(
+        &self,
+        tx: &mut AnyConnection,
+        bundle: &Bundle,
+    ) -> Result<()> {
         let document = bundle
             .to_document()
             .map_err(|e| DataStoreError::InvalidBundle {
@@ -21,7 +34,6 @@ impl DataStore {
             .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX));
         let trust_domain = bundle.trust_domain().as_str();
         let now = self.now();
-        let mut tx = self.begin().await?;
         let updated = sqlx::query(self.sql(
             "UPDATE bundles SET document = ?, sequence_number = ?, updated_at = ? \
              WHERE trust_domain = ?",
@@ -48,9 +60,7 @@ impl DataStore {
         } else {
             EventKind::BundleUpdated
         };
-        self.record_event(&mut tx, kind, trust_domain).await?;
-        tx.commit().await?;
-        Ok(())
+        self.record_event(tx, kind, trust_domain).await
     }
 
     /// The bundle of a trust domain, if stored.

@@ -19,7 +19,7 @@ use crate::config::{Bootstrap, Config};
 use crate::demand::Demand;
 use crate::identity::{self, IdentityError};
 use crate::jwt::JwtCache;
-use crate::server::{self, AttestError, ServerChannel};
+use crate::server::{self, AttestError, ServerAddresses, ServerChannel};
 use crate::svids::{SvidCache, WorkloadView};
 use crate::sync::{self, Authorized};
 use crate::workload::api::{CallerAttestor, WorkloadApi};
@@ -79,7 +79,8 @@ pub async fn run_with(
         [bundle.clone()].into_iter().collect(),
     )?);
     let server = Arc::new(ServerChannel::new(
-        &config.server_address,
+        ServerAddresses::new(config.server_addresses.clone()),
+        svid.spiffe_id().as_str(),
         material.clone(),
         config.server_spiffe_id(),
     )?);
@@ -115,6 +116,11 @@ pub async fn run_with(
         config.trust_domain.to_string(),
         material.clone(),
         authorized_rx,
+        shutdown.clone(),
+    ));
+    tasks.spawn(server::keep_preferred(
+        server.clone(),
+        config.server_rebalance_interval,
         shutdown.clone(),
     ));
     tasks.spawn(renew_own_svid(
@@ -172,18 +178,19 @@ async fn identity_at_start(
         }
         Err(error) => return Err(error.into()),
     }
+    let addresses = ServerAddresses::new(config.server_addresses.clone());
     let channel = match &config.bootstrap {
-        Bootstrap::Insecure => server::connect_insecure(&config.server_address),
+        Bootstrap::Insecure => server::connect_insecure(&addresses),
         Bootstrap::Path { path, format } => {
             let bundle = bootstrap::from_file(path, *format, &config.trust_domain)?;
             let material = Arc::new(TlsMaterial::without_svid([bundle].into_iter().collect()));
-            server::connect(&config.server_address, material, config.server_spiffe_id())?
+            server::connect(&addresses, material, config.server_spiffe_id())?
         }
         Bootstrap::Url { url, format } => {
             let bundle = bootstrap::from_url(url, *format, &config.trust_domain).await?;
             tracing::info!(url, "bootstrap bundle fetched");
             let material = Arc::new(TlsMaterial::without_svid([bundle].into_iter().collect()));
-            server::connect(&config.server_address, material, config.server_spiffe_id())?
+            server::connect(&addresses, material, config.server_spiffe_id())?
         }
     };
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));

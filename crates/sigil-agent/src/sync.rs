@@ -41,9 +41,17 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut moves = server.moves();
     loop {
+        moves.mark_unchanged();
         let outcome = tokio::select! {
             outcome = follow(server.get(), &trust_domain, &state, &mut backoff) => outcome,
+            // The agent moved to a server it prefers: reopen there at once. The snapshot the
+            // new server sends is the truth, as after any reconnection.
+            Ok(()) = moves.changed() => {
+                tracing::info!("sync stream moving to the preferred server");
+                continue;
+            }
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         let delay = backoff.next_delay();

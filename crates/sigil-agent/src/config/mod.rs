@@ -6,10 +6,12 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use sigil_core::config::{
-    ConfigError, ConfigErrorKind, parse_toml, place, quoted, read_config_file, resolve_path,
+    ConfigError, ConfigErrorKind, parse_toml, place, positive_duration, quoted, read_config_file,
+    resolve_path,
 };
 use sigil_spiffe::{KeyType, SpiffeId, TrustDomain};
 use zeroize::Zeroizing;
@@ -21,6 +23,8 @@ pub const MAX_SOCKET_PATH_LENGTH: usize = 107;
 pub const DEFAULT_X509_CACHE_SIZE: usize = 1000;
 /// The JWT-SVID cache holds at most this many tokens unless configured otherwise.
 pub const DEFAULT_JWT_CACHE_SIZE: usize = 1000;
+/// How often the agent looks for a preferred server that is back, unless configured otherwise.
+pub const DEFAULT_REBALANCE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The whole `agent.toml`, as written.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -29,8 +33,14 @@ pub const DEFAULT_JWT_CACHE_SIZE: usize = 1000;
 pub struct RawConfig {
     /// Required: the trust domain of the server.
     pub trust_domain: String,
-    /// Required: the server's agent API, `HOST:PORT`.
-    pub server_address: String,
+    /// Required: the servers' agent API, `HOST:PORT` or a list of them; a name may resolve to
+    /// several addresses.
+    #[serde(deserialize_with = "one_or_many")]
+    pub server_address: Vec<String>,
+    /// How often the agent checks whether a server it prefers to the one it uses is back;
+    /// `30s` when absent.
+    #[serde(default)]
+    pub server_rebalance_interval: Option<String>,
     /// Required: where the agent keeps its SVID, key and last bundle.
     pub data_dir: String,
     /// The Workload API socket; `<data_dir>/api.sock` when absent.
@@ -126,8 +136,10 @@ pub struct RawSvid {
 pub struct Config {
     /// The trust domain.
     pub trust_domain: TrustDomain,
-    /// The server's agent API, `HOST:PORT` (resolved at each connection).
-    pub server_address: String,
+    /// The servers' agent API addresses, each `HOST:PORT` (resolved at each connection).
+    pub server_addresses: Vec<String>,
+    /// How often the agent looks for a preferred server that is back.
+    pub server_rebalance_interval: Duration,
     /// The agent's own state.
     pub data_dir: PathBuf,
     /// The Workload API socket.
@@ -270,7 +282,11 @@ impl Config {
     pub fn from_raw(raw: RawConfig, base_dir: &Path) -> Result<Self, ConfigError> {
         let trust_domain = TrustDomain::new(&raw.trust_domain)
             .map_err(|e| ConfigError::invalid("trust_domain", quoted(&raw.trust_domain, e)))?;
-        let server_address = host_port("server_address", &raw.server_address)?;
+        let server_addresses = server_addresses(&raw.server_address)?;
+        let server_rebalance_interval = match &raw.server_rebalance_interval {
+            Some(text) => positive_duration("server_rebalance_interval", text)?,
+            None => DEFAULT_REBALANCE_INTERVAL,
+        };
         let data_dir = resolve_path("data_dir", &raw.data_dir, base_dir)?;
         let socket_path = match &raw.socket_path {
             Some(path) => resolve_path("socket_path", path, base_dir)?,
@@ -293,7 +309,8 @@ impl Config {
         let svid = svid_config(&raw.svid)?;
         Ok(Self {
             trust_domain,
-            server_address,
+            server_addresses,
+            server_rebalance_interval,
             data_dir,
             socket_path,
             bootstrap,
@@ -322,6 +339,58 @@ impl Config {
         }
         warnings
     }
+}
+
+/// `server_address` as written: one string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct Addresses;
+    impl<'de> serde::de::Visitor<'de> for Addresses {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an address HOST:PORT or a list of them")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(vec![text.to_owned()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut addresses = Vec::new();
+            while let Some(address) = seq.next_element::<String>()? {
+                addresses.push(address);
+            }
+            Ok(addresses)
+        }
+    }
+    deserializer.deserialize_any(Addresses)
+}
+
+/// Every address checked; a list that names one address twice is a mistake worth saying.
+fn server_addresses(raw: &[String]) -> Result<Vec<String>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::invalid(
+            "server_address",
+            "the list is empty: name at least one server, HOST:PORT",
+        ));
+    }
+    let mut addresses: Vec<String> = Vec::with_capacity(raw.len());
+    for (i, text) in raw.iter().enumerate() {
+        let key = if raw.len() == 1 {
+            "server_address".to_owned()
+        } else {
+            format!("server_address[{i}]")
+        };
+        let address = host_port(&key, text)?;
+        if addresses.contains(&address) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{text:?} is listed twice"),
+            ));
+        }
+        addresses.push(address);
+    }
+    Ok(addresses)
 }
 
 fn host_port(key: &str, text: &str) -> Result<String, ConfigError> {

@@ -41,6 +41,25 @@ fn minimal_config_gets_defaults_and_absolute_paths() {
 }
 
 #[test]
+fn server_address_takes_one_address_or_a_list() {
+    let one = parse(&format!("{HEAD}trust_bundle_path = \"b.pem\"\n{TOKEN}")).unwrap();
+    assert_eq!(one.server_addresses, ["127.0.0.1:8081"]);
+    assert_eq!(one.server_rebalance_interval, DEFAULT_REBALANCE_INTERVAL);
+    let list =
+        format!("{HEAD}server_rebalance_interval = \"5s\"\ntrust_bundle_path = \"b.pem\"\n{TOKEN}")
+            .replace(
+                "\"127.0.0.1:8081\"",
+                "[\"10.0.0.1:8081\", \"spire.example.org:8081\", \"[::1]:8081\"]",
+            );
+    let many = parse(&list).unwrap();
+    assert_eq!(
+        many.server_addresses,
+        ["10.0.0.1:8081", "spire.example.org:8081", "[::1]:8081"]
+    );
+    assert_eq!(many.server_rebalance_interval, Duration::from_secs(5));
+}
+
+#[test]
 fn the_token_never_shows_in_debug_output() {
     let config = parse(&format!("{HEAD}insecure_bootstrap = true\n{TOKEN}")).unwrap();
     let printed = format!("{config:?}");
@@ -102,6 +121,26 @@ fn bad_configs_get_errors_naming_the_key() {
         (
             format!("{HEAD}{bundle}{TOKEN}").replace("127.0.0.1:8081", "localhost"),
             "server_address: invalid address \"localhost\"",
+        ),
+        (
+            format!("{HEAD}{bundle}{TOKEN}").replace("\"127.0.0.1:8081\"", "[]"),
+            "server_address: the list is empty",
+        ),
+        (
+            format!("{HEAD}{bundle}{TOKEN}").replace("\"127.0.0.1:8081\"", "[\"a:1\", \"b\"]"),
+            "server_address[1]: invalid address \"b\"",
+        ),
+        (
+            format!("{HEAD}{bundle}{TOKEN}").replace("\"127.0.0.1:8081\"", "[\"a:1\", \"a:1\"]"),
+            "server_address[1]: \"a:1\" is listed twice",
+        ),
+        (
+            format!("{HEAD}{bundle}{TOKEN}").replace("\"127.0.0.1:8081\"", "8081"),
+            "an address HOST:PORT or a list of them",
+        ),
+        (
+            format!("{HEAD}server_rebalance_interval = \"0s\"\n{bundle}{TOKEN}"),
+            "server_rebalance_interval: \"0s\" is zero",
         ),
         (
             format!(

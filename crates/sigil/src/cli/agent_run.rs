@@ -99,7 +99,8 @@ fn summary(config: &Config) -> Value {
     };
     json!({
         "trust_domain": config.trust_domain.as_str(),
-        "server_address": config.server_address,
+        "server_address": config.server_addresses,
+        "server_rebalance_interval": sigil_core::format_duration(config.server_rebalance_interval),
         "server_spiffe_id": config.server_spiffe_id().as_str(),
         "data_dir": super::path_json(&config.data_dir),
         "socket_path": super::path_json(&config.socket_path),

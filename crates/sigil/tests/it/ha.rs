@@ -375,6 +375,171 @@ fn changes_through_one_server_reach_the_agents_of_another(var: &str) {
     assert!(b.terminate().success());
 }
 
+/// `kill -9`: the server gets no chance to close its connections or finish anything.
+fn kill(mut server: Server) {
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+/// The servers the agent's log says it connected to, in order (`connected to server
+/// server=ADDR`, logged when the server it connects to changes).
+fn connections(agent: &Agent) -> Vec<String> {
+    agent
+        .log()
+        .lines()
+        .filter(|line| line.contains("connected to server"))
+        .filter_map(|line| line.split("server=").nth(1))
+        .map(|rest| {
+            rest.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Polls until the agent's `count`th connection is known, and returns it.
+fn nth_connection(agent: &Agent, count: usize) -> String {
+    for _ in 0..POLLS * 2 {
+        if let Some(address) = connections(agent).get(count - 1) {
+            return address.clone();
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+    panic!("the agent never made connection {count}: {}", agent.log());
+}
+
+/// Polls until the workload sees exactly `ids`, checking at every poll that it still has an
+/// identity: while its server is down, the agent keeps serving what it has.
+fn wait_for_ids_never_empty(agent: &Agent, ids: &[&str]) {
+    for _ in 0..POLLS * 2 {
+        let seen = fetched_ids(&agent.socket);
+        assert!(
+            !seen.is_empty(),
+            "the workload lost its SVID: {}",
+            agent.log()
+        );
+        if seen == ids {
+            return;
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+    panic!(
+        "the workload never saw {ids:?} (last: {:?}): {}",
+        fetched_ids(&agent.socket),
+        agent.log()
+    );
+}
+
+/// An agent given both servers' addresses connects to the one it prefers; when that one is
+/// killed (`kill -9`) it fails over to the other without its workload losing its SVID, and
+/// follows changes made there; when the preferred server is back it moves back to it, and
+/// keeps working through it alone once the other is killed too.
+fn an_agent_fails_over_and_returns_to_its_preferred_server(var: &str) {
+    let Some(database) = Database::create(var) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (dir_agent, ports) = (
+        dir.path().join("agent"),
+        [crate::free_port(), crate::free_port()],
+    );
+    let dirs = [dir.path().join("a"), dir.path().join("b")];
+    let mut servers = vec![
+        Some(start_on(&dirs[0], &database.url, ports[0])),
+        Some(start_on(&dirs[1], &database.url, ports[1])),
+    ];
+    let first = servers[0].as_ref().unwrap();
+    let token = json(&first.cli(&["token", "generate", "--output", "json"]));
+    let agent_id = token["spiffe_id"].as_str().unwrap().to_owned();
+    fs::create_dir_all(&dir_agent).unwrap();
+    fs::write(
+        dir_agent.join("bootstrap.pem"),
+        bundle_with(servers[1].as_ref().unwrap(), 2),
+    )
+    .unwrap();
+    fs::write(
+        dir_agent.join("agent.toml"),
+        format!(
+            "trust_domain = \"example.org\"\n\
+             server_address = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n\
+             server_rebalance_interval = \"1s\"\n\
+             data_dir = \"agent\"\ntrust_bundle_path = \"bootstrap.pem\"\n\
+             [node_attestor]\ntype = \"join_token\"\ntoken = \"{}\"\n",
+            ports[0],
+            ports[1],
+            token["token"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&dir_agent);
+    let index_of = |address: &str| {
+        ports
+            .iter()
+            .position(|port| address == format!("127.0.0.1:{port}"))
+            .unwrap_or_else(|| panic!("connected to an unknown server {address}"))
+    };
+    let preferred = index_of(&nth_connection(&agent, 1));
+    let other = 1 - preferred;
+
+    let selector = format!("unix:uid:{}", own_uid());
+    let created = json(&servers[other].as_ref().unwrap().entry(&[
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/ha/web",
+        "--parent-id",
+        &agent_id,
+        "--selector",
+        &selector,
+        "--output",
+        "json",
+    ]));
+    wait_for_ids(&agent, &["spiffe://example.org/ha/web"]);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let rename = |server: &Server, to: &str| {
+        json(&server.entry(&["update", "--id", &id, "--spiffe-id", to, "--output", "json"]));
+    };
+
+    // The preferred server dies: the agent moves to the other and follows its changes.
+    kill(servers[preferred].take().unwrap());
+    rename(
+        servers[other].as_ref().unwrap(),
+        "spiffe://example.org/ha/api",
+    );
+    wait_for_ids_never_empty(&agent, &["spiffe://example.org/ha/api"]);
+    assert_eq!(index_of(&nth_connection(&agent, 2)), other);
+
+    // It comes back (resuming its CA): the agent moves back within its rebalance interval.
+    servers[preferred] = Some(start_on(&dirs[preferred], &database.url, ports[preferred]));
+    assert_eq!(index_of(&nth_connection(&agent, 3)), preferred);
+    assert!(
+        agent
+            .log()
+            .contains("a preferred server answers; moving to it")
+    );
+    // And depends on the other no longer: killed too, changes through the preferred one
+    // still reach the workload.
+    kill(servers[other].take().unwrap());
+    rename(
+        servers[preferred].as_ref().unwrap(),
+        "spiffe://example.org/ha/db",
+    );
+    wait_for_ids_never_empty(&agent, &["spiffe://example.org/ha/db"]);
+    assert_eq!(connections(&agent).len(), 3, "{}", agent.log());
+    agent.terminate();
+    assert!(servers[preferred].take().unwrap().terminate().success());
+}
+
+#[test]
+fn an_agent_fails_over_and_returns_to_its_preferred_server_on_postgres() {
+    an_agent_fails_over_and_returns_to_its_preferred_server("SIGIL_TEST_POSTGRES_URL");
+}
+
+#[test]
+fn an_agent_fails_over_and_returns_to_its_preferred_server_on_mariadb() {
+    an_agent_fails_over_and_returns_to_its_preferred_server("SIGIL_TEST_MYSQL_URL");
+}
+
 #[test]
 fn changes_through_one_server_reach_the_agents_of_another_on_postgres() {
     changes_through_one_server_reach_the_agents_of_another("SIGIL_TEST_POSTGRES_URL");

@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         proto_dir.join("sigil/server/v1/svid.proto"),
         proto_dir.join("sigil/server/v1/bundle.proto"),
         proto_dir.join("sigil/server/v1/trustdomain.proto"),
+        proto_dir.join("sigil/server/v1/peer.proto"),
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

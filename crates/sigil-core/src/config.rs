@@ -224,6 +224,26 @@ pub fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// A `HOST:PORT` address (a name or an IP, IPv6 in brackets), kept as written: names are
+/// resolved where it is used.
+pub fn host_port(key: &str, text: &str) -> Result<String, ConfigError> {
+    let bad = || {
+        ConfigError::invalid(
+            key,
+            format!("invalid address {text:?}: write HOST:PORT, such as 127.0.0.1:8081"),
+        )
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.contains(['/', ' ', '@']) || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(text.to_owned())
+}
+
 /// A path, made absolute against `base_dir` (the config file's directory) when relative.
 pub fn resolve_path(key: &str, text: &str, base_dir: &Path) -> Result<PathBuf, ConfigError> {
     if text.is_empty() {

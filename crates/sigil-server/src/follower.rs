@@ -73,7 +73,7 @@ pub async fn follow(
             prune(&state).await;
         }
         tokio::select! {
-            () = notices.next() => {}
+            _ = notices.next() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }

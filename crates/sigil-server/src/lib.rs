@@ -16,6 +16,7 @@ pub mod https;
 pub mod hub;
 pub mod index;
 pub mod instance;
+pub mod notices;
 pub mod oidc;
 pub mod run;
 pub mod state;

@@ -29,13 +29,14 @@ use crate::ca::{
     UpstreamError, upstream,
 };
 use crate::config::{Config, Datastore, FederatesWith};
-use crate::datastore::{Backend, DataStore, DataStoreError, FeedCursor};
+use crate::datastore::{Backend, DataStore, DataStoreError, FeedCursor, PeerNotices};
 use crate::federation::endpoint::{self, EndpointError};
 use crate::federation::{Federation, FederationError};
 use crate::follower;
 use crate::health::HealthServer;
 use crate::https::HttpsServer;
 use crate::instance::{self, InstanceError};
+use crate::notices;
 use crate::oidc::{self, OidcError};
 use crate::state::{ServerState, StateSettings};
 
@@ -280,7 +281,11 @@ pub async fn run(
     let federation =
         Arc::new(Federation::start(Arc::clone(&state), &config.federation.federates_with).await?);
     start_stored_relationships(&datastore, &federation, &config.federation.federates_with).await?;
-    let rotation = tokio::spawn(rotate_forever(Arc::clone(&state), instance, persisted));
+    let rotation = tokio::spawn(rotate_forever(
+        Arc::clone(&state),
+        instance.clone(),
+        persisted,
+    ));
 
     let health = match health_listener {
         Some((address, listener)) => {
@@ -305,9 +310,13 @@ pub async fn run(
     let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|stopping| *stopping).await;
     };
+    // MySQL/MariaDB cannot announce a commit to other connections: the servers tell each
+    // other themselves (`notices`).
+    let peer_notices = (feed_start.is_some() && datastore.backend() == Backend::Mysql)
+        .then(|| Arc::new(PeerNotices::default()));
     let follower = match feed_start {
         Some(last) => {
-            let notices = datastore.change_notices().await?;
+            let notices = datastore.change_notices(peer_notices.clone()).await?;
             let target = follower::FederationTarget {
                 federation: Arc::clone(&federation),
                 configured: config
@@ -338,11 +347,58 @@ pub async fn run(
             )),
         )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop.clone()));
+    let subscriber = match &peer_notices {
+        Some(peer_notices) => {
+            let bound = agent_listener
+                .local_addr()
+                .map_err(|source| RunError::Bind {
+                    address: config.bind_address,
+                    source,
+                })?;
+            let url = datastore_url(&config.datastore)?;
+            let address = match notices::advertised_address(
+                config.advertise_address.as_deref(),
+                bound,
+                &url,
+            )
+            .await
+            {
+                Ok(address) => {
+                    tracing::info!(%address, "the other servers reach this one for change notices here");
+                    Some(address)
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        "no address for change notices ({reason}): the other servers read the \
+                         change feed every 200 ms instead; set advertise_address"
+                    );
+                    None
+                }
+            };
+            let me = notices::subscriber::Subscriber {
+                datastore: datastore.clone(),
+                instance: instance.clone(),
+                address,
+                material: Arc::clone(identity.material()),
+                server_id: state.server_id().clone(),
+            };
+            Some(tokio::spawn(notices::subscribe_to_peers(
+                me,
+                Arc::clone(peer_notices),
+                stop.clone(),
+            )))
+        }
+        None => None,
+    };
+    let peer_endpoint = peer_notices
+        .is_some()
+        .then(|| notices::PeerEndpoint::new(Arc::clone(&state), &instance, stop.clone()));
     let agents = agent_api::serve_as(
         Arc::clone(&state),
         agent_listener,
         agent_api::AgentApiOptions::default(),
         &identity,
+        peer_endpoint,
         stopped(stop.clone()),
     );
     let signal = async {
@@ -356,6 +412,10 @@ pub async fn run(
     rotation.abort();
     if let Some(follower) = follower {
         follower.abort();
+    }
+    // It saw the stop: its row in server_peers is being deleted.
+    if let Some(subscriber) = subscriber {
+        let _ = subscriber.await;
     }
     federation.stop().await;
     if let Some(health) = health {

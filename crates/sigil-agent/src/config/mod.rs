@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sigil_core::config::{
-    ConfigError, ConfigErrorKind, parse_toml, place, positive_duration, quoted, read_config_file,
-    resolve_path,
+    ConfigError, ConfigErrorKind, host_port, parse_toml, place, positive_duration, quoted,
+    read_config_file, resolve_path,
 };
 use sigil_spiffe::{KeyType, SpiffeId, TrustDomain};
 use zeroize::Zeroizing;
@@ -391,24 +391,6 @@ fn server_addresses(raw: &[String]) -> Result<Vec<String>, ConfigError> {
         addresses.push(address);
     }
     Ok(addresses)
-}
-
-fn host_port(key: &str, text: &str) -> Result<String, ConfigError> {
-    let bad = || {
-        ConfigError::invalid(
-            key,
-            format!("invalid address {text:?}: write HOST:PORT, such as 127.0.0.1:8081"),
-        )
-    };
-    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() || host.contains(['/', ' ', '@']) || port.parse::<u16>().is_err() {
-        return Err(bad());
-    }
-    Ok(text.to_owned())
 }
 
 fn bootstrap(raw: &RawConfig, base_dir: &Path) -> Result<Bootstrap, ConfigError> {

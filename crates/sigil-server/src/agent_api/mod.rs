@@ -23,6 +23,7 @@ use std::time::Duration;
 use sigil_proto::server::v1 as pb;
 use sigil_proto::server::v1::agent_server::AgentServer;
 use sigil_proto::server::v1::entry_server::EntryServer;
+use sigil_proto::server::v1::peer_server::PeerServer;
 use sigil_proto::server::v1::svid_server::SvidServer;
 use sigil_proto::server::v1::trust_domain_server::TrustDomainServer;
 use sigil_spiffe::tls::{TlsError, server_config_client_optional};
@@ -37,6 +38,7 @@ pub use peer::{PeerInfo, serial_hex};
 pub use svid::{MAX_BATCH, SvidEndpoint};
 pub use sync::{ENTRIES_PER_MESSAGE, SyncEndpoint};
 
+use crate::notices::PeerEndpoint;
 use crate::state::{ServerState, unix};
 
 /// Why the agent API could not be served.
@@ -90,15 +92,17 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentApiError> {
     let identity = ServerIdentity::start(&state)?;
-    serve_as(state, listener, options, &identity, shutdown).await
+    serve_as(state, listener, options, &identity, None, shutdown).await
 }
 
-/// [`serve_with`], presenting `identity` (which the caller may share with other listeners).
+/// [`serve_with`], presenting `identity` (which the caller may share with other listeners),
+/// and serving `peers`, the change notices other servers follow, when given.
 pub async fn serve_as(
     state: Arc<ServerState>,
     listener: TcpListener,
     options: AgentApiOptions,
     identity: &ServerIdentity,
+    peers: Option<PeerEndpoint>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentApiError> {
     let mut config = server_config_client_optional(
@@ -115,6 +119,7 @@ pub async fn serve_as(
         .add_service(EntryServer::new(SyncEndpoint::new(Arc::clone(&state))))
         .add_service(SvidServer::new(SvidEndpoint::new(Arc::clone(&state))))
         .add_service(TrustDomainServer::new(trustdomain::TrustDomainDenied))
+        .add_optional_service(peers.map(PeerServer::new))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     Ok(served?)

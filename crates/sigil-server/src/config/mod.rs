@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sigil_core::config::{
-    parse_toml, place, positive_duration, quoted, read_config_file, resolve_path, socket_addr,
+    host_port, parse_toml, place, positive_duration, quoted, read_config_file, resolve_path,
+    socket_addr,
 };
 use sigil_core::entry::{MAX_SVID_TTL, MIN_SVID_TTL};
 use sigil_core::format_duration;
@@ -41,6 +42,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The agent API (TCP, mTLS).
     pub bind_address: SocketAddr,
+    /// Where the other servers on a MySQL/MariaDB datastore reach this one for its change
+    /// notices (`HOST:PORT`); `None`: worked out at start (`notices::address`).
+    pub advertise_address: Option<String>,
     /// The admin API (Unix socket).
     pub admin_socket: PathBuf,
     /// The SQL datastore.
@@ -307,6 +311,10 @@ impl Config {
             .map_err(|e| ConfigError::invalid("trust_domain", quoted(&raw.trust_domain, e)))?;
         let data_dir = resolve_path("data_dir", &raw.data_dir, base_dir)?;
         let bind_address = socket_addr("bind_address", &raw.bind_address)?;
+        let advertise_address = match &raw.advertise_address {
+            Some(text) => Some(host_port("advertise_address", text)?),
+            None => None,
+        };
         let admin_socket = match &raw.admin_socket {
             Some(path) => resolve_path("admin_socket", path, base_dir)?,
             None => data_dir.join("admin.sock"),
@@ -345,6 +353,7 @@ impl Config {
             trust_domain,
             data_dir,
             bind_address,
+            advertise_address,
             admin_socket,
             datastore,
             ca,

@@ -17,6 +17,9 @@ pub struct RawConfig {
     /// The agent API's TCP address.
     #[serde(default = "default_bind_address")]
     pub bind_address: String,
+    /// Where the other servers on a MySQL datastore reach this one's agent API, `HOST:PORT`.
+    #[serde(default)]
+    pub advertise_address: Option<String>,
     /// The admin API's Unix socket; `<data_dir>/admin.sock` when absent.
     #[serde(default)]
     pub admin_socket: Option<String>,

@@ -192,13 +192,13 @@ impl DataStore {
             && same_authorities(bundle, &union)
         {
             union.set_sequence(Some(*sequence));
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Ok(union);
         }
         let sequence = previous.as_ref().map_or(1, |(_, s)| s.saturating_add(1));
         union.set_sequence(Some(sequence));
         self.write_bundle_row(&mut tx, &union).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(union)
     }
 

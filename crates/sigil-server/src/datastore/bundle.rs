@@ -11,7 +11,7 @@ impl DataStore {
     pub async fn set_bundle(&self, bundle: &Bundle) -> Result<()> {
         let mut tx = self.begin().await?;
         self.write_bundle_row(&mut tx, bundle).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -98,7 +98,7 @@ impl DataStore {
         }
         self.record_event(&mut tx, EventKind::BundleDeleted, trust_domain.as_str())
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 }

@@ -97,7 +97,7 @@ impl DataStore {
         let mut tx = self.begin().await?;
         match self.insert_entry(&mut tx, entry).await {
             Ok(stored) => {
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(stored)
             }
             Err(InsertFailure::Store(error)) => Err(error),
@@ -205,7 +205,7 @@ impl DataStore {
             )
             .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(results)
     }
 
@@ -486,7 +486,7 @@ impl DataStore {
         self.insert_children(&mut tx, entry).await?;
         self.record_event(&mut tx, EventKind::EntryUpdated, entry.id.as_str())
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         let mut stored = self
             .entry(&entry.id)
             .await?
@@ -510,7 +510,7 @@ impl DataStore {
         }
         self.record_event(&mut tx, EventKind::EntryDeleted, id.as_str())
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 

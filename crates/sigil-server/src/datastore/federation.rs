@@ -51,7 +51,7 @@ impl DataStore {
             trust_domain,
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -85,7 +85,7 @@ impl DataStore {
             trust_domain,
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -137,7 +137,7 @@ impl DataStore {
             trust_domain.as_str(),
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 }

@@ -10,8 +10,11 @@
 //! missed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::event::event_from_row;
@@ -105,38 +108,123 @@ impl FeedCursor {
     }
 }
 
-/// How often the feed is read when nothing announces changes (MySQL/MariaDB for now), and
-/// at the latest on PostgreSQL, should a notice be lost with a dropped listener connection.
+/// How often the feed is read when changes may go unannounced: on MySQL/MariaDB while some
+/// running server cannot notify this one, and at the latest on PostgreSQL, should a notice be
+/// lost with a dropped listener connection.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How often the feed is read on MySQL/MariaDB when every running server notifies this one:
+/// a safety sweep, for a notice lost some way nothing here noticed.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What the follower waited for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// A notice: PostgreSQL's, or another server's.
+    Notice,
+    /// The interval passed with none.
+    Timer,
+}
+
+/// Notices that come from outside the database (the other servers, on MySQL/MariaDB), and
+/// whether they cover every running server: only then may the follower wait a whole sweep.
+#[derive(Debug)]
+pub struct PeerNotices {
+    notify: Notify,
+    /// Running servers that should notify this one; `usize::MAX` when one of them cannot.
+    expected: AtomicUsize,
+    /// Notice streams open now.
+    connected: AtomicUsize,
+}
+
+impl Default for PeerNotices {
+    /// Nothing known yet: not covered, until the servers running are read.
+    fn default() -> Self {
+        Self {
+            notify: Notify::new(),
+            expected: AtomicUsize::new(usize::MAX),
+            connected: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl PeerNotices {
+    /// Another server committed a change (or a stream to one opened): read the feed.
+    pub fn notice(&self) {
+        self.notify.notify_one();
+    }
+
+    /// How many running servers should notify this one (`None`: some cannot).
+    pub fn expect(&self, servers: Option<usize>) {
+        self.expected
+            .store(servers.unwrap_or(usize::MAX), Ordering::SeqCst);
+    }
+
+    /// A notice stream opened; it counts until the guard is dropped.
+    pub fn stream_opened(self: &Arc<Self>) -> StreamGuard {
+        self.connected.fetch_add(1, Ordering::SeqCst);
+        StreamGuard(Arc::clone(self))
+    }
+
+    /// Whether every running server's notices reach this one now.
+    pub fn covered(&self) -> bool {
+        self.connected.load(Ordering::SeqCst) >= self.expected.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts one open notice stream in [`PeerNotices`] while it lives.
+#[derive(Debug)]
+pub struct StreamGuard(Arc<PeerNotices>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.connected.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Wakes a follower of the feed: a PostgreSQL `LISTEN` on the channel every change notifies,
-/// or a timer.
+/// the other servers' notices, or a timer.
 pub struct ChangeNotices {
     listener: Option<sqlx::postgres::PgListener>,
+    peers: Option<Arc<PeerNotices>>,
 }
 
 impl ChangeNotices {
-    /// Waits for the next notice, or [`POLL_INTERVAL`]. A broken listener reconnects by itself
-    /// (sqlx's `PgListener`); while it is down the timer still fires.
-    pub async fn next(&mut self) {
-        match &mut self.listener {
-            Some(listener) => {
-                match tokio::time::timeout(POLL_INTERVAL, listener.try_recv()).await {
-                    // A notice, or the interval is over.
-                    Ok(Ok(Some(_))) | Err(_) => {}
-                    // The connection broke (it reconnects on the next call) or cannot be made:
-                    // wait, rather than spin on a database that is down.
-                    Ok(Ok(None) | Err(_)) => tokio::time::sleep(POLL_INTERVAL).await,
+    /// Waits for the next notice, or the interval. A broken PostgreSQL listener reconnects by
+    /// itself (sqlx's `PgListener`); while it is down the timer still fires.
+    pub async fn next(&mut self) -> Wake {
+        if let Some(listener) = &mut self.listener {
+            return match tokio::time::timeout(POLL_INTERVAL, listener.try_recv()).await {
+                Ok(Ok(Some(_))) => Wake::Notice,
+                Err(_) => Wake::Timer,
+                // The connection broke (it reconnects on the next call) or cannot be made:
+                // wait, rather than spin on a database that is down.
+                Ok(Ok(None) | Err(_)) => {
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                    Wake::Timer
                 }
-            }
-            None => tokio::time::sleep(POLL_INTERVAL).await,
+            };
+        }
+        let Some(peers) = &self.peers else {
+            tokio::time::sleep(POLL_INTERVAL).await;
+            return Wake::Timer;
+        };
+        let interval = if peers.covered() {
+            SWEEP_INTERVAL
+        } else {
+            POLL_INTERVAL
+        };
+        tokio::select! {
+            () = peers.notify.notified() => Wake::Notice,
+            () = tokio::time::sleep(interval) => Wake::Timer,
         }
     }
 }
 
 impl DataStore {
-    /// What wakes a follower of this store's feed.
-    pub async fn change_notices(&self) -> Result<ChangeNotices> {
+    /// What wakes a follower of this store's feed: on PostgreSQL its own `LISTEN`; on the
+    /// others `peers`, the notices of the other servers, when given.
+    pub async fn change_notices(&self, peers: Option<Arc<PeerNotices>>) -> Result<ChangeNotices> {
         let listener = match self.backend {
             super::Backend::Postgres => {
                 let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
@@ -145,7 +233,8 @@ impl DataStore {
             }
             _ => None,
         };
-        Ok(ChangeNotices { listener })
+        let peers = if listener.is_some() { None } else { peers };
+        Ok(ChangeNotices { listener, peers })
     }
 
     /// Reads the feed past `cursor`: the events above its last id (at most 1,000) and any of
@@ -186,6 +275,42 @@ impl DataStore {
 mod tests {
     use super::*;
     use crate::datastore::EventKind;
+
+    async fn timed(notices: &mut ChangeNotices) -> (Wake, Duration) {
+        let start = Instant::now();
+        (notices.next().await, start.elapsed())
+    }
+
+    /// Time is paused: each wait is measured exactly, whatever the machine's load.
+    #[tokio::test(start_paused = true)]
+    async fn peer_notices_wake_at_once_and_only_full_coverage_slows_the_timer() {
+        let peers = Arc::new(PeerNotices::default());
+        let mut notices = ChangeNotices {
+            listener: None,
+            peers: Some(Arc::clone(&peers)),
+        };
+        // Before the running servers are known: the short interval.
+        assert_eq!(timed(&mut notices).await, (Wake::Timer, POLL_INTERVAL));
+        // A notice wakes at once, even one given while nobody waited.
+        peers.notice();
+        assert_eq!(timed(&mut notices).await, (Wake::Notice, Duration::ZERO));
+        // Two servers run, one stream is open: still the short interval.
+        peers.expect(Some(2));
+        let first = peers.stream_opened();
+        assert_eq!(timed(&mut notices).await, (Wake::Timer, POLL_INTERVAL));
+        // Both streams open: only the sweep.
+        let second = peers.stream_opened();
+        assert!(peers.covered());
+        assert_eq!(timed(&mut notices).await, (Wake::Timer, SWEEP_INTERVAL));
+        // One breaks: back to the short interval at once.
+        drop(second);
+        assert_eq!(timed(&mut notices).await, (Wake::Timer, POLL_INTERVAL));
+        // A running server that cannot notify: never covered.
+        let _second = peers.stream_opened();
+        peers.expect(None);
+        assert_eq!(timed(&mut notices).await, (Wake::Timer, POLL_INTERVAL));
+        drop(first);
+    }
 
     fn event(id: i64) -> Event {
         Event {

@@ -21,6 +21,7 @@ mod event;
 mod federation;
 mod feed;
 mod node;
+mod peer;
 mod schema;
 mod token;
 
@@ -30,12 +31,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
+use tokio::sync::watch;
 
 pub use authority::PublishedAuthority;
 pub use entry::{EntryFilter, EntryPage, MAX_PAGE_SIZE};
 pub use event::{Event, EventKind};
-pub use feed::{ChangeNotices, FeedCursor, FeedRead, POLL_INTERVAL};
+pub use feed::{
+    ChangeNotices, FeedCursor, FeedRead, POLL_INTERVAL, PeerNotices, SWEEP_INTERVAL, StreamGuard,
+    Wake,
+};
 pub use node::NodeFilter;
+pub use peer::PeerRecord;
 pub use schema::SCHEMA_VERSION;
 
 /// How long a connection waits for SQLite's write lock before giving up.
@@ -160,6 +166,8 @@ pub struct DataStore {
     clock: Clock,
     /// The URL it was opened with (a PostgreSQL listener needs a connection of its own).
     url: Arc<str>,
+    /// Counts this process's commits: what the other servers on a MySQL datastore are told.
+    commits: Arc<watch::Sender<u64>>,
 }
 
 impl fmt::Debug for DataStore {
@@ -209,6 +217,7 @@ impl DataStore {
             backend,
             clock: Arc::new(unix_now),
             url: Arc::from(url.as_str()),
+            commits: Arc::new(watch::Sender::new(0)),
         };
         schema::migrate(&store).await?;
         Ok(store)
@@ -269,7 +278,7 @@ impl DataStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -310,6 +319,21 @@ impl DataStore {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             _ => self.pool.begin().await?,
         })
+    }
+
+    /// Commits `tx`, then counts the commit for [`DataStore::commits`]. Every write
+    /// transaction ends here, so a watcher hears of each change only once it is visible.
+    async fn commit(&self, tx: Transaction<'static, Any>) -> Result<()> {
+        tx.commit().await?;
+        self.commits
+            .send_modify(|count| *count = count.wrapping_add(1));
+        Ok(())
+    }
+
+    /// Changes after each commit this process makes (several commits between two looks count
+    /// as one change): the other servers on a MySQL datastore are told of each.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     fn now(&self) -> i64 {

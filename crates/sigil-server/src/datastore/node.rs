@@ -78,7 +78,7 @@ impl DataStore {
             .await?;
         self.record_event(&mut tx, EventKind::NodeCreated, key)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -208,7 +208,7 @@ impl DataStore {
         if !self.node_exists(&mut tx, spiffe_id.as_str()).await? {
             return Err(node_not_found(spiffe_id));
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(self
             .selectors_of(vec![spiffe_id.as_str().to_owned()])
             .await?
@@ -234,7 +234,7 @@ impl DataStore {
         }
         self.record_event(&mut tx, EventKind::NodeDeleted, key)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -249,7 +249,7 @@ impl DataStore {
         }
         self.record_event(&mut tx, EventKind::NodeUpdated, spiffe_id.as_str())
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 

@@ -25,6 +25,11 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
         include_str!("../../migrations/postgres/0003_server_authorities.sql"),
         include_str!("../../migrations/mysql/0003_server_authorities.sql"),
     ),
+    (
+        include_str!("../../migrations/sqlite/0004_server_peers.sql"),
+        include_str!("../../migrations/postgres/0004_server_peers.sql"),
+        include_str!("../../migrations/mysql/0004_server_peers.sql"),
+    ),
 ];
 
 /// Brings the schema up to [`SCHEMA_VERSION`], or refuses a newer one. Servers sharing a

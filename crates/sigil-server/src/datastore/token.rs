@@ -35,7 +35,7 @@ impl DataStore {
         .bind(self.now())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 

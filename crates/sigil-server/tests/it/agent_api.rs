@@ -11,10 +11,12 @@ use sigil_proto::server::v1::agent_client::AgentClient;
 use sigil_proto::server::v1::attest_agent_request::{Params, Step};
 use sigil_proto::server::v1::attest_agent_response::Step as ResponseStep;
 use sigil_proto::server::v1::entry_client::EntryClient;
+use sigil_proto::server::v1::peer_client::PeerClient;
 use sigil_proto::server::v1::svid_client::SvidClient;
 use sigil_proto::server::v1::sync_authorized_entries_response::Update;
 use sigil_proto::server::v1::trust_domain_client::TrustDomainClient;
 use sigil_server::agent_api::{self, AgentApiOptions};
+use sigil_server::notices::PeerEndpoint;
 use sigil_server::state::ServerState;
 use sigil_spiffe::tls::TlsMaterial;
 use sigil_spiffe::x509::{SvidUsage, X509Svid, create_csr, verify_chain};
@@ -26,6 +28,9 @@ use tonic::{Code, Status, Streaming};
 
 use crate::agent_client::connect;
 use crate::support;
+
+/// The instance ID the fixture's server gives in its change notices.
+const INSTANCE: &str = "0123456789abcdef0123456789abcdef";
 
 fn now() -> rustls::pki_types::UnixTime {
     rustls::pki_types::UnixTime::now()
@@ -56,9 +61,15 @@ impl Fixture {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = Arc::clone(&state);
+        // Served as `sigil server run` serves it on MySQL: with the change notices for
+        // other servers, which end with the rest.
+        let (notices_stop, notices_stopped) = tokio::sync::watch::channel(false);
+        let peers = PeerEndpoint::new(Arc::clone(&state), INSTANCE, notices_stopped);
         let served = tokio::spawn(async move {
-            agent_api::serve_with(serving, listener, options, async {
+            let identity = agent_api::ServerIdentity::start(&serving).unwrap();
+            agent_api::serve_as(serving, listener, options, &identity, Some(peers), async {
                 let _ = stopped.await;
+                let _ = notices_stop.send(true);
             })
             .await
             .unwrap();
@@ -987,4 +998,77 @@ async fn a_prepared_ca_reaches_every_agent_before_it_signs() {
     );
     assert!(after.sequence() > before.sequence());
     f.stop().await;
+}
+
+/// An SVID with the server's own SPIFFE ID, as another server of the trust domain has one.
+fn server_svid(state: &ServerState) -> X509Svid {
+    let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+    let csr = create_csr(&key, state.server_id()).unwrap();
+    let issued = state
+        .ca()
+        .sign_x509_svid(
+            &csr,
+            state.server_id().clone(),
+            Vec::new(),
+            Duration::from_secs(600),
+            SystemTime::now(),
+        )
+        .unwrap();
+    X509Svid::new(issued.into_cert_chain(), key).unwrap()
+}
+
+async fn watch_changes(channel: Channel) -> Result<Streaming<pb::ChangeNotice>, Status> {
+    PeerClient::new(channel)
+        .watch_changes(pb::WatchChangesRequest {
+            instance_id: "caller".into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The next notice, or a failure after far longer than a notice takes (a hung stream must
+/// fail the test, not hang it).
+async fn next_notice(stream: &mut Streaming<pb::ChangeNotice>) -> pb::ChangeNotice {
+    tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("a notice within 30 s")
+        .unwrap()
+        .expect("the stream is open")
+}
+
+#[tokio::test]
+async fn change_notices_go_to_other_servers_only() {
+    let f = Fixture::start().await;
+    let refused = watch_changes(f.anonymous().await).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let agent = f.new_agent().await;
+    let refused = watch_changes(f.as_agent(&agent).await).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(
+        refused.message(),
+        "permission denied",
+        "nothing more is said"
+    );
+}
+
+#[tokio::test]
+async fn another_server_hears_of_each_commit() {
+    let f = Fixture::start().await;
+    let channel = f.as_agent(&server_svid(&f.state)).await;
+    let mut notices = watch_changes(channel).await.unwrap();
+    // At once: who answers (the caller checks it reached the instance it meant).
+    assert_eq!(next_notice(&mut notices).await.instance_id, INSTANCE);
+    // Each commit after it: a notice (a join token is a write like any other).
+    for _ in 0..3 {
+        f.token(None).await;
+        assert_eq!(next_notice(&mut notices).await.instance_id, INSTANCE);
+    }
+    // The server stopping ends the stream, rather than holding its shutdown.
+    tokio::time::timeout(Duration::from_secs(30), f.stop())
+        .await
+        .expect("the server stops with a notice stream open");
+    let ended = tokio::time::timeout(Duration::from_secs(30), notices.message())
+        .await
+        .expect("the stream ends with the server");
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
 }

@@ -275,6 +275,17 @@ pub async fn run(
     } else {
         None
     };
+    // The own bundle as stored now, not as this server published it: a server that joined
+    // while this one waited (both new, publishing at once) is in it, and its later changes
+    // come through the feed from the cursor read above.
+    let own_bundle = if shared {
+        datastore
+            .bundle(&config.trust_domain)
+            .await?
+            .unwrap_or(own_bundle)
+    } else {
+        own_bundle
+    };
     let state = Arc::new(ServerState::load(settings, datastore.clone(), ca).await?);
     state.set_stored_own_bundle(own_bundle);
     // A bad initial bundle stops the start, like any other config file that cannot be used.
@@ -347,6 +358,7 @@ pub async fn run(
             )),
         )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop.clone()));
+    let arrivals = Arc::new(tokio::sync::Notify::new());
     let subscriber = match &peer_notices {
         Some(peer_notices) => {
             let bound = agent_listener
@@ -385,6 +397,7 @@ pub async fn run(
             Some(tokio::spawn(notices::subscribe_to_peers(
                 me,
                 Arc::clone(peer_notices),
+                Arc::clone(&arrivals),
                 stop.clone(),
             )))
         }
@@ -392,7 +405,7 @@ pub async fn run(
     };
     let peer_endpoint = peer_notices
         .is_some()
-        .then(|| notices::PeerEndpoint::new(Arc::clone(&state), &instance, stop.clone()));
+        .then(|| notices::PeerEndpoint::new(Arc::clone(&state), &instance, stop.clone(), arrivals));
     let agents = agent_api::serve_as(
         Arc::clone(&state),
         agent_listener,

@@ -229,8 +229,12 @@ fn bad_configs_get_errors_naming_the_key() {
         (
             format!("{HEAD}foo = 1\n"),
             "line 3, column 1: unknown key \"foo\" at the top level; expected one of \
-             trust_domain, data_dir, bind_address, admin_socket, datastore, ca, svid, health, \
-             federation, oidc_discovery",
+             trust_domain, data_dir, bind_address, advertise_address, admin_socket, datastore, ca, \
+             svid, health, federation, oidc_discovery",
+        ),
+        (
+            format!("{HEAD}advertise_address = \"10.0.0.1\"\n"),
+            "line 3, column 21: advertise_address: invalid address \"10.0.0.1\": write HOST:PORT, such as 127.0.0.1:8081",
         ),
         (
             format!("{HEAD}[svid]\nfoo = \"1h\"\n"),
@@ -337,8 +341,12 @@ fn bad_configs_get_errors_naming_the_key() {
         (
             format!("{HEAD}data_dir2 = \"\"\n"),
             "line 3, column 1: unknown key \"data_dir2\" at the top level; expected one of \
-             trust_domain, data_dir, bind_address, admin_socket, datastore, ca, svid, health, \
-             federation, oidc_discovery",
+             trust_domain, data_dir, bind_address, advertise_address, admin_socket, datastore, ca, \
+             svid, health, federation, oidc_discovery",
+        ),
+        (
+            format!("{HEAD}advertise_address = \"10.0.0.1\"\n"),
+            "line 3, column 21: advertise_address: invalid address \"10.0.0.1\": write HOST:PORT, such as 127.0.0.1:8081",
         ),
         (
             format!("{HEAD}[svid]\njwt_issuer = \"http://oidc.example.org\"\n"),

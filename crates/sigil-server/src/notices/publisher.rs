@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sigil_proto::server::v1 as pb;
 use sigil_proto::server::v1::peer_server::Peer;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -19,16 +19,25 @@ pub struct PeerEndpoint {
     state: Arc<ServerState>,
     instance: Arc<str>,
     stop: watch::Receiver<bool>,
+    arrivals: Arc<Notify>,
 }
 
 impl PeerEndpoint {
     /// The endpoint of instance `instance`; its streams end when `stop` turns true (a
     /// graceful shutdown waits for open calls, and these would never end by themselves).
-    pub fn new(state: Arc<ServerState>, instance: &str, stop: watch::Receiver<bool>) -> Self {
+    /// Each caller is announced on `arrivals`: a server that just started follows this one
+    /// before this one knows it runs, and this one's subscriber then looks at once.
+    pub fn new(
+        state: Arc<ServerState>,
+        instance: &str,
+        stop: watch::Receiver<bool>,
+        arrivals: Arc<Notify>,
+    ) -> Self {
         Self {
             state,
             instance: instance.into(),
             stop,
+            arrivals,
         }
     }
 }
@@ -60,6 +69,7 @@ impl Peer for PeerEndpoint {
         let addr = peer.addr;
         let caller = request.into_inner().instance_id;
         tracing::info!(peer = %caller, %addr, "another server follows this one's changes");
+        self.arrivals.notify_one();
         let mut commits = self.state.datastore().commits();
         let mut stop = self.stop.clone();
         let instance = self.instance.to_string();

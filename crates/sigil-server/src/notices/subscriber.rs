@@ -13,23 +13,26 @@ use sigil_proto::server::v1::peer_client::PeerClient;
 use sigil_spiffe::tls::{TlsMaterial, client_config};
 use sigil_spiffe::{Authorizer, SpiffeId};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::datastore::{DataStore, PeerNotices, PeerRecord};
 
-/// How often this server refreshes its row and reads the others'.
-pub const TICK: Duration = Duration::from_secs(5);
+/// How often this server refreshes its row and reads the others' (and at once when a server
+/// it does not follow yet follows it).
+pub const TICK: Duration = Duration::from_secs(2);
 /// A row refreshed within this many seconds is a running server's.
 pub const FRESH_SECS: i64 = 20;
 /// A row not refreshed for this many seconds is deleted when a server stops.
 pub const STALE_SECS: i64 = 3600;
 /// How long a connection to another server may take (TCP and TLS).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest wait between two attempts to open a stream to a server.
-const MAX_RETRY: Duration = Duration::from_secs(10);
+/// The longest wait between two attempts to open a stream to a server: while one is not open
+/// every follower reads the feed every 200 ms, so reopening soon matters more than the cost
+/// of a refused handshake.
+const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// Who this server is, for the others: its instance, where it takes their streams, and the TLS
 /// identity it presents to them.
@@ -51,6 +54,7 @@ pub struct Subscriber {
 pub async fn subscribe_to_peers(
     me: Subscriber,
     notices: Arc<PeerNotices>,
+    arrivals: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut streams: HashMap<String, (String, JoinHandle<()>)> = HashMap::new();
@@ -72,6 +76,7 @@ pub async fn subscribe_to_peers(
         }
         tokio::select! {
             () = tokio::time::sleep(TICK) => {}
+            () = arrivals.notified() => {}
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }

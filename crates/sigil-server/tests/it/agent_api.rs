@@ -64,7 +64,12 @@ impl Fixture {
         // Served as `sigil server run` serves it on MySQL: with the change notices for
         // other servers, which end with the rest.
         let (notices_stop, notices_stopped) = tokio::sync::watch::channel(false);
-        let peers = PeerEndpoint::new(Arc::clone(&state), INSTANCE, notices_stopped);
+        let peers = PeerEndpoint::new(
+            Arc::clone(&state),
+            INSTANCE,
+            notices_stopped,
+            Arc::new(tokio::sync::Notify::new()),
+        );
         let served = tokio::spawn(async move {
             let identity = agent_api::ServerIdentity::start(&serving).unwrap();
             agent_api::serve_as(serving, listener, options, &identity, Some(peers), async {

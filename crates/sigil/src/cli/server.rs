@@ -99,6 +99,7 @@ fn summary(config: &Config) -> Value {
         "server_spiffe_id": config.server_spiffe_id().as_str(),
         "data_dir": super::path_json(&config.data_dir),
         "bind_address": config.bind_address.to_string(),
+        "advertise_address": config.advertise_address,
         "admin_socket": super::path_json(&config.admin_socket),
         "datastore": {
             "kind": config.datastore.kind(),

@@ -548,6 +548,70 @@ fn an_agent_fails_over_and_returns_to_its_preferred_server(var: &str) {
     assert!(servers[preferred].take().unwrap().terminate().success());
 }
 
+/// Two servers joining a running one at the same time: each published its authorities before
+/// the other, so neither's publication held the other's; each reads the stored bundle after its
+/// wait, and so serves all three CAs from its start (asked once, not polled), and on MariaDB
+/// they trust each other at once for their change notices.
+fn two_servers_joining_together(var: &str) {
+    let Some(database) = Database::create(var) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(&dir.path().join("a"), &database.url);
+    bundle_with(&first, 1);
+    let (dir_b, dir_c) = (dir.path().join("b"), dir.path().join("c"));
+    let url = database.url.clone();
+    let joining = std::thread::spawn(move || start(&dir_c, &url));
+    let b = start(&dir_b, &database.url);
+    let c = joining.join().unwrap();
+    for server in [&b, &c] {
+        let pem = ok(&server.cli(&["bundle", "show", "--format", "pem"]));
+        assert_eq!(
+            pem.matches("BEGIN CERTIFICATE").count(),
+            3,
+            "{}",
+            server.log()
+        );
+    }
+    if var == "SIGIL_TEST_MYSQL_URL" {
+        for server in [&b, &c] {
+            for _ in 0..POLLS * 2 {
+                if server
+                    .log()
+                    .matches("following another server's change notices")
+                    .count()
+                    == 2
+                {
+                    break;
+                }
+                std::thread::sleep(POLL_PAUSE);
+            }
+            assert_eq!(
+                server
+                    .log()
+                    .matches("following another server's change notices")
+                    .count(),
+                2,
+                "{}",
+                server.log()
+            );
+        }
+    }
+    for server in [first, b, c] {
+        assert!(server.terminate().success());
+    }
+}
+
+#[test]
+fn two_servers_joining_together_on_postgres() {
+    two_servers_joining_together("SIGIL_TEST_POSTGRES_URL");
+}
+
+#[test]
+fn two_servers_joining_together_on_mariadb() {
+    two_servers_joining_together("SIGIL_TEST_MYSQL_URL");
+}
+
 #[test]
 fn an_agent_fails_over_and_returns_to_its_preferred_server_on_postgres() {
     an_agent_fails_over_and_returns_to_its_preferred_server("SIGIL_TEST_POSTGRES_URL");

@@ -255,30 +255,12 @@ impl DataStore {
 
     /// Saves (replaces) the CA journal of one server. The journal is opaque to the store.
     pub async fn set_ca_journal(&self, server_id: &str, journal: &[u8]) -> Result<()> {
-        let now = self.now();
-        let mut tx = self.begin().await?;
-        let updated = sqlx::query(
-            self.sql("UPDATE ca_journals SET journal = ?, updated_at = ? WHERE server_id = ?"),
-        )
-        .bind(journal.to_vec())
-        .bind(now)
-        .bind(server_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            sqlx::query(
-                self.sql(
-                    "INSERT INTO ca_journals (server_id, journal, updated_at) VALUES (?, ?, ?)",
-                ),
-            )
+        sqlx::query(self.upsert("ca_journals", "server_id", &["journal", "updated_at"]))
             .bind(server_id)
             .bind(journal.to_vec())
-            .bind(now)
-            .execute(&mut *tx)
+            .bind(self.now())
+            .execute(&self.pool)
             .await?;
-        }
-        self.commit(tx).await?;
         Ok(())
     }
 
@@ -309,6 +291,39 @@ impl DataStore {
             }
         }
         AssertSqlSafe(out)
+    }
+
+    /// One statement that inserts a row of `table` keyed by `key`, or replaces `columns` of
+    /// the row already there; the values bind in order: the key, then `columns`.
+    ///
+    /// Not an UPDATE followed by an INSERT when nothing was updated: on InnoDB, two servers
+    /// doing that for two new keys at once lock the same gap with the UPDATE and deadlock on
+    /// the INSERTs (two servers starting together did).
+    fn upsert(&self, table: &str, key: &str, columns: &[&str]) -> AssertSqlSafe<String> {
+        let names = std::iter::once(key)
+            .chain(columns.iter().copied())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let values = placeholders(columns.len() + 1);
+        let update = match self.backend {
+            Backend::Mysql => {
+                let set: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("{c} = VALUES({c})"))
+                    .collect();
+                format!("ON DUPLICATE KEY UPDATE {}", set.join(", "))
+            }
+            Backend::Postgres | Backend::Sqlite => {
+                let set: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("{c} = excluded.{c}"))
+                    .collect();
+                format!("ON CONFLICT ({key}) DO UPDATE SET {}", set.join(", "))
+            }
+        };
+        self.sql(&format!(
+            "INSERT INTO {table} ({names}) VALUES ({values}) {update}"
+        ))
     }
 
     /// Starts a write transaction. SQLite takes the write lock at once (`BEGIN IMMEDIATE`):

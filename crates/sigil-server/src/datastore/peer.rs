@@ -21,31 +21,12 @@ pub struct PeerRecord {
 impl DataStore {
     /// Writes (or refreshes) this instance's row: it runs, and others reach it at `address`.
     pub async fn announce_peer(&self, instance_id: &str, address: Option<&str>) -> Result<()> {
-        let now = self.now();
-        let mut tx = self.begin().await?;
-        let updated = sqlx::query(
-            self.sql("UPDATE server_peers SET address = ?, seen_at = ? WHERE instance_id = ?"),
-        )
-        .bind(address)
-        .bind(now)
-        .bind(instance_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            sqlx::query(
-                self.sql(
-                    "INSERT INTO server_peers (instance_id, address, seen_at) VALUES (?, ?, ?)",
-                ),
-            )
+        sqlx::query(self.upsert("server_peers", "instance_id", &["address", "seen_at"]))
             .bind(instance_id)
             .bind(address)
-            .bind(now)
-            .execute(&mut *tx)
+            .bind(self.now())
+            .execute(&self.pool)
             .await?;
-        }
-        // Not through `commit`: this is no change another server needs to hear of.
-        tx.commit().await?;
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sigil_core::{AttestedNode, EntryId, JoinToken, RegistrationEntry, Selector, SelectorSet};
 use sigil_server::config::{FederatesWith, RemoteProfile};
 use sigil_server::datastore::{
-    DataStore, DataStoreError, EntryFilter, Event, EventKind, FeedCursor, NodeFilter,
+    DataStore, DataStoreError, EntryFilter, Event, EventKind, FeedCursor, NodeFilter, PeerRecord,
     PublishedAuthority, SCHEMA_VERSION,
 };
 use sigil_spiffe::x509::{CaParams, X509Authority};
@@ -213,6 +213,8 @@ suite!(
     the_feed_waits_for_an_event_that_commits_late,
     a_batch_of_entries_is_one_transaction_and_a_refused_one_changes_nothing,
     racing_batches_store_a_registration_once,
+    new_servers_saving_their_rows_at_once_all_succeed,
+    server_peers_are_live_while_refreshed_and_withdrawn_at_stop,
 );
 
 fn td(name: &str) -> TrustDomain {
@@ -1276,6 +1278,7 @@ async fn version_1_database_is_migrated_to_the_current_schema(ctx: Ctx) {
     for statement in [
         "DROP TABLE federation_relationships",
         "DROP TABLE server_authorities",
+        "DROP TABLE server_peers",
         "DELETE FROM schema_version WHERE version > 1",
     ] {
         sqlx::query(statement).execute(&mut conn).await.unwrap();
@@ -1296,6 +1299,8 @@ async fn version_1_database_is_migrated_to_the_current_schema(ctx: Ctx) {
         .await
         .unwrap();
     assert_eq!(published, legacy);
+    store.announce_peer("upgraded", None).await.unwrap();
+    assert_eq!(store.live_peers("other", 60).await.unwrap().len(), 1);
     store.close().await;
 }
 
@@ -1611,4 +1616,68 @@ async fn racing_batches_store_a_registration_once(ctx: Ctx) {
         .filter(|e| e.spiffe_id == id("spiffe://example.org/shared"))
         .count();
     assert_eq!(shared, 1);
+}
+
+async fn new_servers_saving_their_rows_at_once_all_succeed(ctx: Ctx) {
+    // Servers starting together each write their first CA journal and server_peers row, keys
+    // new to the table, on their own connections at the same moment. InnoDB once deadlocked
+    // two of them (an UPDATE of a missing row locks the gap the other's INSERT needs).
+    for round in 0..5 {
+        let mut tasks = Vec::new();
+        // Connected first, then released together: the writes overlap.
+        let start = Arc::new(tokio::sync::Barrier::new(8));
+        for n in 0..8 {
+            let store = ctx.reopen().await.unwrap();
+            let start = Arc::clone(&start);
+            tasks.push(tokio::spawn(async move {
+                let instance = format!("r{round}i{n}");
+                // A pooled connection open before the barrier.
+                store.ca_journal("warm-up").await.unwrap();
+                start.wait().await;
+                store.set_ca_journal(&instance, b"journal").await.unwrap();
+                store
+                    .announce_peer(&instance, Some("127.0.0.1:8081"))
+                    .await
+                    .unwrap();
+                store.close().await;
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+    assert_eq!(
+        ctx.store.ca_journal("r4i7").await.unwrap(),
+        Some(b"journal".to_vec())
+    );
+    assert_eq!(ctx.store.live_peers("none", 60).await.unwrap().len(), 40);
+}
+
+async fn server_peers_are_live_while_refreshed_and_withdrawn_at_stop(ctx: Ctx) {
+    let s = &ctx.store;
+    let peer = |id: &str, address: Option<&str>| PeerRecord {
+        instance_id: id.to_owned(),
+        address: address.map(str::to_owned),
+    };
+    s.announce_peer("a", Some("10.0.0.1:8081")).await.unwrap();
+    s.announce_peer("b", None).await.unwrap();
+    assert_eq!(s.live_peers("a", 20).await.unwrap(), [peer("b", None)]);
+    assert_eq!(
+        s.live_peers("b", 20).await.unwrap(),
+        [peer("a", Some("10.0.0.1:8081"))]
+    );
+    // A refresh replaces the address; a row not refreshed goes stale.
+    ctx.set_now(T0 + 30);
+    s.announce_peer("a", Some("10.0.0.9:8081")).await.unwrap();
+    assert_eq!(
+        s.live_peers("b", 20).await.unwrap(),
+        [peer("a", Some("10.0.0.9:8081"))]
+    );
+    assert_eq!(s.live_peers("a", 20).await.unwrap(), []);
+    // Stopping deletes the own row; a stale one stays until it is old enough.
+    s.withdraw_peer("a", 3600).await.unwrap();
+    assert_eq!(s.live_peers("x", 100).await.unwrap(), [peer("b", None)]);
+    ctx.set_now(T0 + 4000);
+    s.withdraw_peer("c", 3600).await.unwrap();
+    assert_eq!(s.live_peers("x", 10_000).await.unwrap(), []);
 }

@@ -2,8 +2,9 @@
 //! its SVID is on an open Workload API stream of an agent connected to another server. Three
 //! `sigil server run` processes on one PostgreSQL (and one MariaDB) database, an agent of the
 //! third, entries created through the first and the second in turn; the change travels
-//! datastore → change feed (PostgreSQL: NOTIFY; MariaDB: the feed read every 200 ms) → the
-//! third server's index → its sync stream → the agent → the workload's stream.
+//! datastore → change feed (PostgreSQL: NOTIFY; MariaDB: the writing server's notice over the
+//! servers' mutual TLS) → the third server's index → its sync stream → the agent → the
+//! workload's stream.
 //!
 //! Run: `cargo bench -p sigil --bench ha` with `SIGIL_TEST_POSTGRES_URL` and/or
 //! `SIGIL_TEST_MYSQL_URL` set to an admin URL (`scripts/test-services` starts both). Without

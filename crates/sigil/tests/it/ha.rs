@@ -602,6 +602,216 @@ fn two_servers_joining_together(var: &str) {
     }
 }
 
+/// The SVIDs the workload of the agent at `socket` gets now: (SPIFFE ID, expiry in Unix
+/// seconds), sorted by ID; the error when it gets none. A slow answer (a loaded machine) is
+/// waited for: only a refusal counts.
+fn fetched_svids(socket: &Path) -> Result<Vec<(String, i64)>, String> {
+    let out = crate::sigil(&[
+        "fetch",
+        "x509",
+        "--socket",
+        &format!("unix:{}", socket.display()),
+        "--timeout",
+        "60s",
+        "--output",
+        "json",
+    ]);
+    if out.status.code() != Some(0) {
+        return Err(text(&out.stderr));
+    }
+    let document: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut svids: Vec<(String, i64)> = document["svids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|svid| {
+            (
+                svid["spiffe_id"].as_str().unwrap().to_owned(),
+                svid["expires_at"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    svids.sort();
+    Ok(svids)
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+/// The workload has an SVID, and every SVID it gets is unexpired; returns them.
+fn assert_served(agent: &Agent) -> Vec<(String, i64)> {
+    let svids = fetched_svids(&agent.socket)
+        .unwrap_or_else(|error| panic!("the workload lost its SVIDs ({error}): {}", agent.log()));
+    assert!(
+        !svids.is_empty(),
+        "the workload lost its SVIDs: {}",
+        agent.log()
+    );
+    let now = unix_now();
+    for (id, expires_at) in &svids {
+        assert!(*expires_at > now, "{id} served expired: {}", agent.log());
+    }
+    svids
+}
+
+/// Polls (checking [`assert_served`] each time) until the workload has exactly `ids`.
+fn wait_for_all(agent: &Agent, ids: &[String]) -> Vec<(String, i64)> {
+    let mut wanted = ids.to_vec();
+    wanted.sort();
+    for _ in 0..POLLS * 2 {
+        let svids = assert_served(agent);
+        if svids.iter().map(|(id, _)| id).eq(wanted.iter()) {
+            return svids;
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+    panic!(
+        "the workload never saw {wanted:?} (last: {:?}): {}",
+        fetched_svids(&agent.socket),
+        agent.log()
+    );
+}
+
+/// Three servers on one database and an agent given all three. A burst of entry changes goes
+/// through the servers in turn while SVIDs rotate every ~10 s (20 s TTLs); in its middle the
+/// agent's server is killed (`kill -9`): the agent moves, no change is lost, the workload is
+/// never without an unexpired SVID, and rotation goes on. Then a rolling restart (each server
+/// stopped, a change made through the others, the server started again and a change made
+/// through it): every change arrives, and the workload keeps its SVIDs throughout.
+fn three_servers_survive_a_kill_and_a_rolling_restart(var: &str) {
+    let Some(database) = Database::create(var) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [crate::free_port(), crate::free_port(), crate::free_port()];
+    let dirs: Vec<_> = ["a", "b", "c"].iter().map(|n| dir.path().join(n)).collect();
+    let mut servers: [Option<Server>; 3] = [None, None, None];
+    servers[0] = Some(start_on(&dirs[0], &database.url, ports[0]));
+    let joining = {
+        let (dir, url, port) = (dirs[2].clone(), database.url.clone(), ports[2]);
+        std::thread::spawn(move || start_on(&dir, &url, port))
+    };
+    servers[1] = Some(start_on(&dirs[1], &database.url, ports[1]));
+    servers[2] = Some(joining.join().unwrap());
+
+    let first = servers[0].as_ref().unwrap();
+    let token = json(&first.cli(&["token", "generate", "--output", "json"]));
+    let agent_id = token["spiffe_id"].as_str().unwrap().to_owned();
+    let dir_agent = dir.path().join("agent");
+    fs::create_dir_all(&dir_agent).unwrap();
+    fs::write(dir_agent.join("bootstrap.pem"), bundle_with(first, 3)).unwrap();
+    let addresses: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    fs::write(
+        dir_agent.join("agent.toml"),
+        format!(
+            "trust_domain = \"example.org\"\nserver_address = [{}]\n\
+             server_rebalance_interval = \"1s\"\n\
+             data_dir = \"agent\"\ntrust_bundle_path = \"bootstrap.pem\"\n\
+             [node_attestor]\ntype = \"join_token\"\ntoken = \"{}\"\n",
+            addresses.join(", "),
+            token["token"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&dir_agent);
+    let index_of = |address: &str| {
+        ports
+            .iter()
+            .position(|port| address == format!("127.0.0.1:{port}"))
+            .unwrap_or_else(|| panic!("connected to an unknown server {address}"))
+    };
+    let preferred = index_of(&nth_connection(&agent, 1));
+
+    let selector = format!("unix:uid:{}", own_uid());
+    let create = |server: &Server, id: &str| {
+        json(&server.entry(&[
+            "create",
+            "--spiffe-id",
+            id,
+            "--parent-id",
+            &agent_id,
+            "--selector",
+            &selector,
+            "--x509-ttl",
+            "20s",
+            "--output",
+            "json",
+        ]));
+    };
+    let mut ids = vec!["spiffe://example.org/burst/0".to_owned()];
+    create(servers[preferred].as_ref().unwrap(), &ids[0]);
+    wait_for_all(&agent, &ids);
+
+    // The burst, through every server alive in turn; the agent's server dies in its middle.
+    for i in 1..=30 {
+        if i == 10 {
+            kill(servers[preferred].take().unwrap());
+        }
+        let alive: Vec<&Server> = servers.iter().flatten().collect();
+        let id = format!("spiffe://example.org/burst/{i}");
+        create(alive[i % alive.len()], &id);
+        ids.push(id);
+        assert_served(&agent);
+    }
+    let before = wait_for_all(&agent, &ids);
+    assert_ne!(
+        index_of(&nth_connection(&agent, 2)),
+        preferred,
+        "{}",
+        agent.log()
+    );
+    // Rotation goes on through the servers left: every SVID is replaced by a later one.
+    for _ in 0..POLLS * 2 {
+        let now = wait_for_all(&agent, &ids);
+        if now.iter().zip(&before).all(|(n, b)| n.1 > b.1) {
+            break;
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+    let after = wait_for_all(&agent, &ids);
+    assert!(
+        after.iter().zip(&before).all(|(n, b)| n.1 > b.1),
+        "not every SVID rotated: {before:?} -> {after:?}"
+    );
+    servers[preferred] = Some(start_on(&dirs[preferred], &database.url, ports[preferred]));
+
+    // The rolling restart.
+    for k in 0..3 {
+        assert!(servers[k].take().unwrap().terminate().success());
+        let other = servers.iter().flatten().next().unwrap();
+        let id = format!("spiffe://example.org/rolling/{k}/while-down");
+        create(other, &id);
+        ids.push(id);
+        wait_for_all(&agent, &ids);
+        servers[k] = Some(start_on(&dirs[k], &database.url, ports[k]));
+        let id = format!("spiffe://example.org/rolling/{k}/restarted");
+        create(servers[k].as_ref().unwrap(), &id);
+        ids.push(id);
+        wait_for_all(&agent, &ids);
+    }
+    agent.terminate();
+    for server in servers.into_iter().flatten() {
+        assert!(server.terminate().success());
+    }
+}
+
+#[test]
+fn three_servers_survive_a_kill_and_a_rolling_restart_on_postgres() {
+    three_servers_survive_a_kill_and_a_rolling_restart("SIGIL_TEST_POSTGRES_URL");
+}
+
+#[test]
+fn three_servers_survive_a_kill_and_a_rolling_restart_on_mariadb() {
+    three_servers_survive_a_kill_and_a_rolling_restart("SIGIL_TEST_MYSQL_URL");
+}
+
 #[test]
 fn two_servers_joining_together_on_postgres() {
     two_servers_joining_together("SIGIL_TEST_POSTGRES_URL");

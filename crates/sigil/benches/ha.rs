@@ -6,6 +6,12 @@
 //! servers' mutual TLS) → the third server's index → its sync stream → the agent → the
 //! workload's stream.
 //!
+//! Then failover: a second agent given all three addresses; the server it is connected to is
+//! killed (`kill -9`) and an entry created through another one at once, timed from the kill
+//! to its SVID on that agent's workload stream (the broken connection noticed, the next server
+//! connected, its snapshot, the signing); the killed server is started again and the agent
+//! moves back to it before the next round.
+//!
 //! Run: `cargo bench -p sigil --bench ha` with `SIGIL_TEST_POSTGRES_URL` and/or
 //! `SIGIL_TEST_MYSQL_URL` set to an admin URL (`scripts/test-services` starts both). Without
 //! `--bench` (as `cargo test --all-targets` runs it) it takes 3 samples, to prove it works.
@@ -63,7 +69,7 @@ fn main() {
 
 /// A running `sigil server run` on the shared database.
 struct SigilServer {
-    _process: Process,
+    process: Process,
     admin_socket: PathBuf,
 }
 
@@ -87,7 +93,7 @@ fn spawn_server(dir: &Path, url: &str, port: u16) -> SigilServer {
         .arg(&config)
         .env("RUST_LOG", "warn");
     SigilServer {
-        _process: Process::spawn(command, dir.join("server.log")),
+        process: Process::spawn(command, dir.join("server.log")),
         admin_socket,
     }
 }
@@ -162,13 +168,115 @@ async fn run(admin: &str, samples: usize) {
     );
     drop(stream);
     drop(agent);
+    let rounds = if samples > 3 { 10 } else { 1 };
+    let mut failovers = failover(dir.path(), &mut servers, &ports, &url, rounds).await;
+    let total = failovers.iter().sum();
+    report(
+        &format!(
+            "{SERVERS} servers: kill -9 of the agent's server -> an entry made through another on the agent's stream"
+        ),
+        &mut failovers,
+        total,
+    );
     drop(servers);
     exec(admin, &format!("DROP DATABASE IF EXISTS {name}")).await;
+}
+
+/// The failover rounds (see the module comment); the time of each.
+async fn failover(
+    dir: &Path,
+    servers: &mut [SigilServer],
+    ports: &[u16],
+    url: &str,
+    rounds: usize,
+) -> Vec<Duration> {
+    let uid = fs::metadata("/proc/self").unwrap().uid();
+    let ((agent, socket), agent_id) =
+        start_agent_named(dir, "failover-agent", &servers[0], ports, "info").await;
+    let mut channels = Vec::new();
+    for server in servers.iter() {
+        channels.push(unix_channel(server.admin_socket.clone()).await.unwrap());
+    }
+    create_uid_entry(
+        &channels[0],
+        &agent_id,
+        "spiffe://example.org/failover/first",
+        uid,
+        &[],
+    )
+    .await;
+    let mut client = workload_client(&socket).await.unwrap();
+    let mut stream = loop {
+        match client
+            .fetch_x509svid(workload_request(X509svidRequest {}))
+            .await
+        {
+            Ok(stream) => break stream.into_inner(),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    wait_for_id(&mut stream, "spiffe://example.org/failover/first").await;
+    let connected = |agent: &Process| -> Vec<usize> {
+        agent
+            .log()
+            .lines()
+            .filter(|line| line.contains("connected to server"))
+            .filter_map(|line| line.split("server=").nth(1))
+            .filter_map(|rest| {
+                let address = rest.split_whitespace().next()?;
+                ports
+                    .iter()
+                    .position(|port| address == format!("127.0.0.1:{port}"))
+            })
+            .collect()
+    };
+    let mut times = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let current = *connected(&agent).last().expect("the agent connected");
+        let other = (current + 1) % servers.len();
+        let killed = Instant::now();
+        servers[current].process.child.kill().unwrap();
+        servers[current].process.child.wait().unwrap();
+        let spiffe_id = format!("spiffe://example.org/failover/{round}");
+        create_uid_entry(&channels[other], &agent_id, &spiffe_id, uid, &[]).await;
+        wait_for_id(&mut stream, &spiffe_id).await;
+        times.push(killed.elapsed());
+        // Back, and the agent with it (it prefers that one), before the next round.
+        let moves = connected(&agent).len();
+        servers[current] =
+            spawn_server(&dir.join(format!("server-{current}")), url, ports[current]);
+        wait_for_socket(&servers[current].admin_socket).await;
+        channels[current] = unix_channel(servers[current].admin_socket.clone())
+            .await
+            .unwrap();
+        let deadline = Instant::now() + common::HANG_GUARD;
+        while connected(&agent).len() < moves + 1 || connected(&agent).last() != Some(&current) {
+            assert!(
+                Instant::now() < deadline,
+                "the agent never moved back: {}",
+                agent.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    times
 }
 
 /// Starts `sigil agent run` against `server` (a token made there); returns it with its
 /// socket, and its SPIFFE ID.
 async fn start_agent(dir: &Path, server: &SigilServer, port: u16) -> ((Process, PathBuf), String) {
+    start_agent_named(dir, "agent", server, &[port], "warn").await
+}
+
+/// An agent in `dir/name` given the servers on `ports` (checking every second for a
+/// preferred one that is back), logging at `log_level`.
+async fn start_agent_named(
+    dir: &Path,
+    name: &str,
+    server: &SigilServer,
+    ports: &[u16],
+    log_level: &str,
+) -> ((Process, PathBuf), String) {
     let channel = unix_channel(server.admin_socket.clone()).await.unwrap();
     let token = sigil_proto::server::v1::agent_client::AgentClient::new(channel.clone())
         .create_join_token(pb::CreateJoinTokenRequest {
@@ -183,16 +291,19 @@ async fn start_agent(dir: &Path, server: &SigilServer, port: u16) -> ((Process, 
         .await
         .unwrap()
         .into_inner();
-    let dir = dir.join("agent");
+    let dir = dir.join(name);
     fs::create_dir_all(&dir).unwrap();
+    let addresses: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
     fs::write(dir.join("bootstrap.json"), &bundle.document).unwrap();
     fs::write(
         dir.join("agent.toml"),
         format!(
-            "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:{port}\"\n\
+            "trust_domain = \"example.org\"\nserver_address = [{}]\n\
+             server_rebalance_interval = \"1s\"\n\
              data_dir = \"data\"\nsocket_path = \"api.sock\"\n\
              trust_bundle_path = \"bootstrap.json\"\ntrust_bundle_format = \"spiffe\"\n\
              [node_attestor]\ntype = \"join_token\"\ntoken = \"{}\"\n",
+            addresses.join(", "),
             token.value
         ),
     )
@@ -201,7 +312,7 @@ async fn start_agent(dir: &Path, server: &SigilServer, port: u16) -> ((Process, 
     command
         .args(["agent", "run", "--config"])
         .arg(dir.join("agent.toml"))
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", log_level);
     let process = Process::spawn(command, dir.join("agent.log"));
     let socket = dir.join("api.sock");
     wait_for_socket(&socket).await;

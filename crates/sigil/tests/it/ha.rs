@@ -812,6 +812,173 @@ fn three_servers_survive_a_kill_and_a_rolling_restart_on_mariadb() {
     three_servers_survive_a_kill_and_a_rolling_restart("SIGIL_TEST_MYSQL_URL");
 }
 
+/// The database restarted under load: two servers, an agent given both, entries created
+/// through both servers in turn all along and SVIDs of 20 s rotating. While the database is
+/// down the workload keeps unexpired SVIDs (signing needs no database); afterwards both servers
+/// write again, and every entry whose creation succeeded reaches the workload.
+///
+/// Every other test's database goes down with it, so it is `#[ignore]`d and `scripts/test`
+/// runs it alone after the rest, giving `SIGIL_TEST_RESTART_DATABASE`, the command that
+/// restarts a backend (`scripts/test-services restart`, to which `postgres` or `mariadb` is
+/// appended).
+fn servers_ride_out_a_database_restart(var: &str, backend: &str) {
+    let Some(restart) = std::env::var("SIGIL_TEST_RESTART_DATABASE")
+        .ok()
+        .filter(|command| !command.is_empty())
+    else {
+        eprintln!("skipped: SIGIL_TEST_RESTART_DATABASE not set");
+        return;
+    };
+    let Some(database) = Database::create(var) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [crate::free_port(), crate::free_port()];
+    let dirs = [dir.path().join("a"), dir.path().join("b")];
+    let servers = std::sync::Arc::new([
+        start_on(&dirs[0], &database.url, ports[0]),
+        start_on(&dirs[1], &database.url, ports[1]),
+    ]);
+    let token = json(&servers[0].cli(&["token", "generate", "--output", "json"]));
+    let agent_id = token["spiffe_id"].as_str().unwrap().to_owned();
+    let dir_agent = dir.path().join("agent");
+    fs::create_dir_all(&dir_agent).unwrap();
+    fs::write(dir_agent.join("bootstrap.pem"), bundle_with(&servers[1], 2)).unwrap();
+    fs::write(
+        dir_agent.join("agent.toml"),
+        format!(
+            "trust_domain = \"example.org\"\n\
+             server_address = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n\
+             data_dir = \"agent\"\ntrust_bundle_path = \"bootstrap.pem\"\n\
+             [node_attestor]\ntype = \"join_token\"\ntoken = \"{}\"\n",
+            ports[0],
+            ports[1],
+            token["token"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&dir_agent);
+    let selector = format!("unix:uid:{}", own_uid());
+    let create = move |server: &Server, agent_id: &str, id: &str| {
+        server.entry(&[
+            "create",
+            "--spiffe-id",
+            id,
+            "--parent-id",
+            agent_id,
+            "--selector",
+            &selector,
+            "--x509-ttl",
+            "20s",
+            "--output",
+            "json",
+        ])
+    };
+    let first = "spiffe://example.org/db/first".to_owned();
+    ok(&create(&servers[0], &agent_id, &first));
+    wait_for_all(&agent, std::slice::from_ref(&first));
+
+    // The load: entries through both servers in turn, kept when their creation succeeded.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (servers, stop, agent_id, create) = (
+            std::sync::Arc::clone(&servers),
+            std::sync::Arc::clone(&stop),
+            agent_id.clone(),
+            create.clone(),
+        );
+        std::thread::spawn(move || {
+            let (mut created, mut failed) = (Vec::new(), 0);
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let id = format!("spiffe://example.org/db/{i}");
+                if create(&servers[i % 2], &agent_id, &id).status.success() {
+                    created.push(id);
+                } else {
+                    failed += 1;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            (created, failed)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let command = format!("{restart} {backend}");
+    let restarting =
+        std::thread::spawn(move || Command::new("sh").arg("-c").arg(command).output().unwrap());
+    while !restarting.is_finished() {
+        assert_served(&agent);
+        std::thread::sleep(POLL_PAUSE);
+    }
+    let restarted = restarting.join().unwrap();
+    assert!(restarted.status.success(), "{}", text(&restarted.stderr));
+    // Writes succeed again through both servers.
+    for (n, server) in servers.iter().enumerate() {
+        let id = format!("spiffe://example.org/db/after/{n}");
+        let mut written = false;
+        for _ in 0..POLLS {
+            if create(server, &agent_id, &id).status.success() {
+                written = true;
+                break;
+            }
+            std::thread::sleep(POLL_PAUSE);
+        }
+        assert!(written, "server {n} never wrote again: {}", server.log());
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (created, failed) = writer.join().unwrap();
+    eprintln!(
+        "{} entries created under load, {failed} refused during the restart",
+        created.len()
+    );
+    let mut expected = vec![
+        first,
+        "spiffe://example.org/db/after/0".to_owned(),
+        "spiffe://example.org/db/after/1".to_owned(),
+    ];
+    expected.extend(created);
+    // Every creation that succeeded is served (one whose answer was lost may be too).
+    for _ in 0..POLLS * 2 {
+        let served = assert_served(&agent);
+        if expected
+            .iter()
+            .all(|id| served.iter().any(|(seen, _)| seen == id))
+        {
+            break;
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+    let served = assert_served(&agent);
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|id| !served.iter().any(|(seen, _)| seen == *id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "never served: {missing:?}: {}",
+        agent.log()
+    );
+    agent.terminate();
+    let servers = std::sync::Arc::into_inner(servers).unwrap();
+    for server in servers {
+        assert!(server.terminate().success());
+    }
+}
+
+#[test]
+#[ignore = "restarts the shared PostgreSQL: scripts/test runs it alone"]
+fn servers_ride_out_a_database_restart_on_postgres() {
+    servers_ride_out_a_database_restart("SIGIL_TEST_POSTGRES_URL", "postgres");
+}
+
+#[test]
+#[ignore = "restarts the shared MariaDB: scripts/test runs it alone"]
+fn servers_ride_out_a_database_restart_on_mariadb() {
+    servers_ride_out_a_database_restart("SIGIL_TEST_MYSQL_URL", "mariadb");
+}
+
 #[test]
 fn two_servers_joining_together_on_postgres() {
     two_servers_joining_together("SIGIL_TEST_POSTGRES_URL");

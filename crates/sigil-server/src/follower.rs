@@ -55,11 +55,19 @@ pub async fn follow(
                     }
                 }
                 if read.abandoned > 0 {
-                    tracing::warn!(
+                    tracing::debug!(
                         holes = read.abandoned,
-                        "change feed ids never appeared (rolled back, or committed after {}s); \
-                         their changes, if any, reach this server at its next restart",
+                        "change feed ids not seen for {}s (most likely rolled back): left to \
+                         the slow sweep",
                         GAP_TIMEOUT.as_secs()
+                    );
+                }
+                if read.forgotten > 0 {
+                    tracing::warn!(
+                        holes = read.forgotten,
+                        "change feed ids never appeared (rolled back, or committed more than \
+                         an hour late); their changes, if any, reach this server at its next \
+                         restart"
                     );
                 }
                 if read.more {

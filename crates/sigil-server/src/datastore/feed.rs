@@ -6,8 +6,11 @@
 //!
 //! [`FeedCursor`] remembers the highest id seen and every hole below it, asks for the holes
 //! again on each read, and gives a hole up after `gap_timeout` (longer than any transaction
-//! may run): its transaction was rolled back, or the reader's safety sweep heals what it
-//! missed.
+//! should run): its transaction was most likely rolled back. A hole given up on is still looked
+//! for by a slow sweep, every [`HOLE_SWEEP_EVERY`] for as long as events are kept
+//! ([`HOLE_SWEEP_FOR`]), so a transaction that commits very late is applied after all; only
+//! after that (or beyond the sweep's bound) is a hole forgotten, and the reader's next restart,
+//! which loads everything, is what heals it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +31,13 @@ const READ_LIMIT: u32 = 1_000;
 /// are given up at once.
 const MAX_GAPS: usize = 10_000;
 
+/// How often the holes given up on are looked for again.
+pub const HOLE_SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How long a hole given up on is swept for: as long as events are kept.
+pub const HOLE_SWEEP_FOR: Duration = Duration::from_secs(3600);
+/// The most holes the sweep keeps; more given up at once are forgotten.
+const MAX_SWEPT: usize = 10_000;
+
 /// Where a reader of the feed stands.
 #[derive(Clone, Debug)]
 pub struct FeedCursor {
@@ -36,6 +46,12 @@ pub struct FeedCursor {
     /// Ids below `last` not seen yet, with when each was first missed.
     gaps: BTreeMap<i64, Instant>,
     gap_timeout: Duration,
+    /// Holes given up on, with when: looked for by the slow sweep.
+    swept: BTreeMap<i64, Instant>,
+    sweep_every: Duration,
+    sweep_for: Duration,
+    /// When the sweep last looked.
+    swept_at: Option<Instant>,
 }
 
 /// What one read of the feed found.
@@ -43,9 +59,11 @@ pub struct FeedCursor {
 pub struct FeedRead {
     /// Events to apply, in id order: new ones and late ones that filled a hole.
     pub events: Vec<Event>,
-    /// How many holes were given up on: their changes, if they ever commit, are the sweep's
-    /// to find.
+    /// How many holes were given up on by the fast reads: the slow sweep looks for them now.
     pub abandoned: u64,
+    /// How many holes the sweep gave up on too (or had no room for): their changes, if they
+    /// ever commit, reach this reader at its next restart.
+    pub forgotten: u64,
     /// Whether the read stopped at its limit (read again at once).
     pub more: bool,
 }
@@ -58,7 +76,18 @@ impl FeedCursor {
             last,
             gaps: BTreeMap::new(),
             gap_timeout,
+            swept: BTreeMap::new(),
+            sweep_every: HOLE_SWEEP_EVERY,
+            sweep_for: HOLE_SWEEP_FOR,
+            swept_at: None,
         }
+    }
+
+    /// The same cursor sweeping its given-up holes every `every` for `keep_for` (tests).
+    pub fn with_sweep(mut self, every: Duration, keep_for: Duration) -> Self {
+        self.sweep_every = every;
+        self.sweep_for = keep_for;
+        self
     }
 
     /// The highest event id seen.
@@ -71,13 +100,33 @@ impl FeedCursor {
         self.gaps.keys().copied()
     }
 
+    /// The holes given up on that the sweep still looks for.
+    pub fn swept(&self) -> impl Iterator<Item = i64> + '_ {
+        self.swept.keys().copied()
+    }
+
+    /// The ids to look for at `now`: every hole waited for, and the given-up ones when the
+    /// sweep is due (which this records).
+    pub fn wanted(&mut self, now: Instant) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.gaps.keys().copied().collect();
+        let due = !self.swept.is_empty()
+            && self
+                .swept_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= self.sweep_every);
+        if due {
+            ids.extend(self.swept.keys().copied());
+            self.swept_at = Some(now);
+        }
+        ids
+    }
+
     /// Takes `after` (events above `last`, in id order) and `late` (events found among the
     /// holes), at `now`: returns what to apply, in id order, and the holes given up on.
     pub fn advance(&mut self, after: Vec<Event>, late: Vec<Event>, now: Instant) -> FeedRead {
         let mut events = Vec::with_capacity(after.len() + late.len());
-        let mut abandoned = 0u64;
+        let (mut abandoned, mut forgotten) = (0u64, 0u64);
         for event in late {
-            if self.gaps.remove(&event.id).is_some() {
+            if self.gaps.remove(&event.id).is_some() || self.swept.remove(&event.id).is_some() {
                 events.push(event);
             }
         }
@@ -90,19 +139,36 @@ impl FeedCursor {
             for id in (self.last + 1..event.id).take(usize::try_from(room).unwrap_or(0)) {
                 self.gaps.insert(id, now);
             }
-            abandoned += missing.saturating_sub(room);
+            forgotten += missing.saturating_sub(room);
             self.last = event.id;
             events.push(event);
         }
         events.sort_by_key(|e| e.id);
         let timeout = self.gap_timeout;
-        let before = self.gaps.len();
-        self.gaps
-            .retain(|_, missed| now.saturating_duration_since(*missed) < timeout);
-        abandoned += (before - self.gaps.len()) as u64;
+        let given_up: Vec<i64> = self
+            .gaps
+            .iter()
+            .filter(|(_, missed)| now.saturating_duration_since(**missed) >= timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in given_up {
+            self.gaps.remove(&id);
+            if self.swept.len() < MAX_SWEPT {
+                self.swept.insert(id, now);
+                abandoned += 1;
+            } else {
+                forgotten += 1;
+            }
+        }
+        let keep_for = self.sweep_for;
+        let before = self.swept.len();
+        self.swept
+            .retain(|_, given_up| now.saturating_duration_since(*given_up) < keep_for);
+        forgotten += (before - self.swept.len()) as u64;
         FeedRead {
             events,
             abandoned,
+            forgotten,
             more: false,
         }
     }
@@ -242,13 +308,14 @@ impl DataStore {
     pub async fn follow(&self, cursor: &mut FeedCursor) -> Result<FeedRead> {
         let after = self.events_after(cursor.last(), READ_LIMIT).await?;
         let more = after.len() == READ_LIMIT as usize;
-        let gaps: Vec<i64> = cursor.gaps().collect();
+        let now = Instant::now();
+        let wanted = cursor.wanted(now);
         let mut late = Vec::new();
         // In chunks: an IN list of thousands of ids is slow to plan on every backend.
-        for chunk in gaps.chunks(500) {
+        for chunk in wanted.chunks(500) {
             late.extend(self.events_with_ids(chunk).await?);
         }
-        let mut read = cursor.advance(after, late, Instant::now());
+        let mut read = cursor.advance(after, late, now);
         read.more = more;
         Ok(read)
     }
@@ -352,11 +419,41 @@ mod tests {
         let read = cursor.advance(vec![], vec![], t0 + Duration::from_secs(59));
         assert_eq!(read.abandoned, 0);
         let read = cursor.advance(vec![], vec![], t0 + Duration::from_secs(60));
-        assert_eq!(read.abandoned, 2);
+        assert_eq!((read.abandoned, read.forgotten), (2, 0));
         assert_eq!(cursor.gaps().count(), 0);
-        // A hole given up on that commits after all is not applied by the cursor.
-        let read = cursor.advance(vec![], vec![event(1)], t0 + Duration::from_secs(61));
+        assert_eq!(cursor.swept().collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn the_sweep_finds_a_hole_given_up_on_and_forgets_it_after_the_retention() {
+        let t0 = Instant::now();
+        let minute = Duration::from_secs(60);
+        let mut cursor = FeedCursor::new(0, minute);
+        cursor.advance(vec![event(3)], vec![], t0);
+        assert_eq!(
+            cursor.wanted(t0),
+            [1, 2],
+            "holes are asked for at every read"
+        );
+        cursor.advance(vec![], vec![], t0 + minute);
+        // Given up: asked for only when the sweep is due, every HOLE_SWEEP_EVERY.
+        assert_eq!(cursor.wanted(t0 + minute), [1, 2]);
+        assert!(
+            cursor
+                .wanted(t0 + minute + Duration::from_secs(1))
+                .is_empty()
+        );
+        assert_eq!(cursor.wanted(t0 + minute + HOLE_SWEEP_EVERY), [1, 2]);
+        // 1 commits at last: the sweep applies it, once.
+        let read = cursor.advance(vec![], vec![event(1)], t0 + 2 * minute);
+        assert_eq!(ids(&read), [1]);
+        let read = cursor.advance(vec![], vec![event(1)], t0 + 2 * minute);
         assert!(read.events.is_empty());
+        // 2 never does: forgotten once events of its age are pruned anyway.
+        let read = cursor.advance(vec![], vec![], t0 + minute + HOLE_SWEEP_FOR);
+        assert_eq!(read.forgotten, 1);
+        assert_eq!(cursor.swept().count(), 0);
+        assert!(cursor.wanted(t0 + 3 * HOLE_SWEEP_FOR).is_empty());
     }
 
     #[test]
@@ -367,7 +464,7 @@ mod tests {
         let read = cursor.advance(vec![event(jump)], vec![], t0);
         assert_eq!(ids(&read), [jump]);
         assert_eq!(cursor.gaps().count(), MAX_GAPS);
-        assert_eq!(read.abandoned, 5_000);
+        assert_eq!((read.abandoned, read.forgotten), (0, 5_000));
         // The holes waited for are the oldest ones, right after the old last id.
         assert_eq!(cursor.gaps().next(), Some(1));
     }

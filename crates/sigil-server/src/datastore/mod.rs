@@ -37,8 +37,8 @@ pub use authority::PublishedAuthority;
 pub use entry::{EntryFilter, EntryPage, MAX_PAGE_SIZE};
 pub use event::{Event, EventKind};
 pub use feed::{
-    ChangeNotices, FeedCursor, FeedRead, POLL_INTERVAL, PeerNotices, SWEEP_INTERVAL, StreamGuard,
-    Wake,
+    ChangeNotices, FeedCursor, FeedRead, HOLE_SWEEP_EVERY, HOLE_SWEEP_FOR, POLL_INTERVAL,
+    PeerNotices, SWEEP_INTERVAL, StreamGuard, Wake,
 };
 pub use node::NodeFilter;
 pub use peer::PeerRecord;

@@ -214,6 +214,7 @@ suite!(
     a_batch_of_entries_is_one_transaction_and_a_refused_one_changes_nothing,
     racing_batches_store_a_registration_once,
     new_servers_saving_their_rows_at_once_all_succeed,
+    the_sweep_applies_an_event_committed_after_its_hole_was_given_up,
     server_peers_are_live_while_refreshed_and_withdrawn_at_stop,
 );
 
@@ -1680,4 +1681,51 @@ async fn server_peers_are_live_while_refreshed_and_withdrawn_at_stop(ctx: Ctx) {
     ctx.set_now(T0 + 4000);
     s.withdraw_peer("c", 3600).await.unwrap();
     assert_eq!(s.live_peers("x", 10_000).await.unwrap(), []);
+}
+
+async fn the_sweep_applies_an_event_committed_after_its_hole_was_given_up(ctx: Ctx) {
+    let Some(_) = &ctx.admin else {
+        // SQLite has one writer at a time: a transaction cannot commit around another.
+        return;
+    };
+    let s = &ctx.store;
+    // Holes given up on at once, and the sweep due at every read.
+    let mut cursor = FeedCursor::new(s.latest_event_id().await.unwrap(), Duration::ZERO)
+        .with_sweep(Duration::ZERO, Duration::from_secs(3600));
+    let mut conn = sqlx::AnyConnection::connect(&ctx.url).await.unwrap();
+    let mut late = conn.begin().await.unwrap();
+    let insert = if ctx.url.starts_with("postgres") {
+        "INSERT INTO events (kind, event_key, created_at) VALUES ($1, $2, $3)"
+    } else {
+        "INSERT INTO events (kind, event_key, created_at) VALUES (?, ?, ?)"
+    };
+    sqlx::query(insert)
+        .bind("entry_created")
+        .bind("very-late")
+        .bind(T0)
+        .execute(&mut *late)
+        .await
+        .unwrap();
+    s.create_entry(&entry(
+        "e1",
+        "spiffe://example.org/a",
+        AGENT,
+        &["unix:uid:1"],
+    ))
+    .await
+    .unwrap();
+    let read = s.follow(&mut cursor).await.unwrap();
+    assert_eq!(kinds(&read.events), [(EventKind::EntryCreated, "e1")]);
+    assert_eq!((read.abandoned, read.forgotten), (1, 0));
+    assert_eq!(cursor.gaps().count(), 0);
+    assert_eq!(cursor.swept().count(), 1);
+    late.commit().await.unwrap();
+    conn.close().await.unwrap();
+    let read = s.follow(&mut cursor).await.unwrap();
+    assert_eq!(
+        kinds(&read.events),
+        [(EventKind::EntryCreated, "very-late")]
+    );
+    assert_eq!(cursor.swept().count(), 0);
+    assert!(s.follow(&mut cursor).await.unwrap().events.is_empty());
 }

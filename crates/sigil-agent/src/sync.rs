@@ -19,7 +19,7 @@ use sigil_spiffe::{Bundle, TrustDomain};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, unit_random};
 use crate::server::ServerChannel;
 
 /// What the server authorizes this agent for, as last synced.
@@ -44,8 +44,10 @@ pub async fn run(
     let mut moves = server.moves();
     loop {
         moves.mark_unchanged();
+        let mut synced = false;
+        let opened = tokio::time::Instant::now();
         let outcome = tokio::select! {
-            outcome = follow(server.get(), &trust_domain, &state, &mut backoff) => outcome,
+            outcome = follow(server.get(), &trust_domain, &state, &mut backoff, &mut synced) => outcome,
             // The agent moved to a server it prefers: reopen there at once. The snapshot the
             // new server sends is the truth, as after any reconnection.
             Ok(()) = moves.changed() => {
@@ -54,7 +56,7 @@ pub async fn run(
             }
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        let delay = backoff.next_delay();
+        let delay = reconnect_delay(synced.then(|| opened.elapsed()), &mut backoff);
         match outcome {
             Ok(()) => tracing::info!("the server closed the sync stream; reconnecting"),
             Err(status) if status.code() == tonic::Code::PermissionDenied => tracing::error!(
@@ -74,12 +76,31 @@ pub async fn run(
     }
 }
 
-/// Follows one stream until it ends.
+/// How long to wait before opening the stream again, given how long the one that ended had
+/// been synced (`None`: it never was). After a stream that worked for a while (its server went
+/// away: the next connection tries the next server), a short random wait, so that a dead
+/// server's agents reach the others within tens of milliseconds yet not in the same instant;
+/// after a failed attempt, or a stream that ends as soon as it synced, the growing backoff.
+fn reconnect_delay(synced_for: Option<Duration>, backoff: &mut Backoff) -> Duration {
+    if synced_for.is_some_and(|lived| lived >= HEALTHY_AFTER) {
+        FAILOVER_SPREAD.mul_f64(unit_random())
+    } else {
+        backoff.next_delay()
+    }
+}
+
+/// The longest wait before reopening a stream that had worked.
+const FAILOVER_SPREAD: Duration = Duration::from_millis(50);
+/// A stream this old had worked: its end is the server's, not a refusal repeated at once.
+const HEALTHY_AFTER: Duration = Duration::from_secs(1);
+
+/// Follows one stream until it ends; `synced` turns true once a whole snapshot arrived.
 async fn follow(
     channel: Channel,
     trust_domain: &TrustDomain,
     state: &watch::Sender<Arc<Authorized>>,
     backoff: &mut Backoff,
+    synced: &mut bool,
 ) -> Result<(), tonic::Status> {
     let mut stream = EntryClient::new(channel)
         .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
@@ -111,6 +132,7 @@ async fn follow(
                     tracing::debug!(entries = complete.entries.len(), "sync snapshot applied");
                     state.send_replace(Arc::new(complete));
                     backoff.reset();
+                    *synced = true;
                 }
             }
             Some(Update::Delta(delta)) => {
@@ -169,5 +191,24 @@ fn insert_bundle(state: &mut Authorized, message: &pb::TrustBundle) {
             trust_domain = message.trust_domain,
             "malformed synced bundle ignored: {error}"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_that_had_synced_reopens_at_once_and_a_failed_attempt_backs_off() {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let worked = Some(Duration::from_secs(5));
+        for _ in 0..100 {
+            assert!(reconnect_delay(worked, &mut backoff) <= FAILOVER_SPREAD);
+        }
+        // Failed attempts, or a stream that ended at once: 200 ms less jitter, then 400 ms.
+        let first = reconnect_delay(None, &mut backoff);
+        let second = reconnect_delay(Some(Duration::from_millis(10)), &mut backoff);
+        assert!(first >= Duration::from_millis(160), "{first:?}");
+        assert!(second >= Duration::from_millis(320), "{second:?}");
     }
 }

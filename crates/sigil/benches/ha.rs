@@ -10,7 +10,7 @@
 //! killed (`kill -9`) and an entry created through another one at once, timed from the kill
 //! to its SVID on that agent's workload stream (the broken connection noticed, the next server
 //! connected, its snapshot, the signing); the killed server is started again and the agent
-//! moves back to it before the next round.
+//! moves back to it (and stays 1.5 s) before the next round.
 //!
 //! Run: `cargo bench -p sigil --bench ha` with `SIGIL_TEST_POSTGRES_URL` and/or
 //! `SIGIL_TEST_MYSQL_URL` set to an admin URL (`scripts/test-services` starts both). Without
@@ -216,6 +216,8 @@ async fn failover(
         }
     };
     wait_for_id(&mut stream, "spiffe://example.org/failover/first").await;
+    // Its sync stream a second and a half old, as in every round (see the end of the loop).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let connected = |agent: &Process| -> Vec<usize> {
         agent
             .log()
@@ -258,6 +260,9 @@ async fn failover(
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // A real agent's stream has been open for long; the agent treats the end of one
+        // younger than a second as a refusal and backs off (sync::HEALTHY_AFTER).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
     }
     times
 }

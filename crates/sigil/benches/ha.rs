@@ -137,16 +137,7 @@ async fn run(admin: &str, samples: usize) {
         &[],
     )
     .await;
-    let mut client = workload_client(&agent.1).await.unwrap();
-    let mut stream = loop {
-        match client
-            .fetch_x509svid(workload_request(X509svidRequest {}))
-            .await
-        {
-            Ok(stream) => break stream.into_inner(),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    let mut stream = open_x509_stream(&agent.1).await;
     wait_for_id(&mut stream, "spiffe://example.org/ha/first").await;
     let started = Instant::now();
     let mut latencies = Vec::with_capacity(samples);
@@ -182,6 +173,23 @@ async fn run(admin: &str, samples: usize) {
     exec(admin, &format!("DROP DATABASE IF EXISTS {name}")).await;
 }
 
+/// A `FetchX509SVID` stream from the agent at `socket`, retried until the workload has an
+/// identity.
+async fn open_x509_stream(
+    socket: &Path,
+) -> tonic::Streaming<sigil_proto::workload::X509svidResponse> {
+    let mut client = workload_client(socket).await.unwrap();
+    loop {
+        match client
+            .fetch_x509svid(workload_request(X509svidRequest {}))
+            .await
+        {
+            Ok(stream) => return stream.into_inner(),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// The failover rounds (see the module comment); the time of each.
 async fn failover(
     dir: &Path,
@@ -205,16 +213,7 @@ async fn failover(
         &[],
     )
     .await;
-    let mut client = workload_client(&socket).await.unwrap();
-    let mut stream = loop {
-        match client
-            .fetch_x509svid(workload_request(X509svidRequest {}))
-            .await
-        {
-            Ok(stream) => break stream.into_inner(),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    let mut stream = open_x509_stream(&socket).await;
     wait_for_id(&mut stream, "spiffe://example.org/failover/first").await;
     // Its sync stream a second and a half old, as in every round (see the end of the loop).
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -1465,18 +1465,7 @@ async fn the_feed_waits_for_an_event_that_commits_late(ctx: Ctx) {
     // change commits with a higher id.
     let mut conn = sqlx::AnyConnection::connect(&ctx.url).await.unwrap();
     let mut late = conn.begin().await.unwrap();
-    let insert = if ctx.url.starts_with("postgres") {
-        "INSERT INTO events (kind, event_key, created_at) VALUES ($1, $2, $3)"
-    } else {
-        "INSERT INTO events (kind, event_key, created_at) VALUES (?, ?, ?)"
-    };
-    sqlx::query(insert)
-        .bind("entry_created")
-        .bind("late")
-        .bind(T0)
-        .execute(&mut *late)
-        .await
-        .unwrap();
+    insert_event(&mut late, &ctx.url, "late").await;
     s.create_entry(&entry(
         "e2",
         "spiffe://example.org/b",
@@ -1694,18 +1683,7 @@ async fn the_sweep_applies_an_event_committed_after_its_hole_was_given_up(ctx: C
         .with_sweep(Duration::ZERO, Duration::from_secs(3600));
     let mut conn = sqlx::AnyConnection::connect(&ctx.url).await.unwrap();
     let mut late = conn.begin().await.unwrap();
-    let insert = if ctx.url.starts_with("postgres") {
-        "INSERT INTO events (kind, event_key, created_at) VALUES ($1, $2, $3)"
-    } else {
-        "INSERT INTO events (kind, event_key, created_at) VALUES (?, ?, ?)"
-    };
-    sqlx::query(insert)
-        .bind("entry_created")
-        .bind("very-late")
-        .bind(T0)
-        .execute(&mut *late)
-        .await
-        .unwrap();
+    insert_event(&mut late, &ctx.url, "very-late").await;
     s.create_entry(&entry(
         "e1",
         "spiffe://example.org/a",
@@ -1728,4 +1706,21 @@ async fn the_sweep_applies_an_event_committed_after_its_hole_was_given_up(ctx: C
     );
     assert_eq!(cursor.swept().count(), 0);
     assert!(s.follow(&mut cursor).await.unwrap().events.is_empty());
+}
+
+/// Inserts an `entry_created` event for `key` in an open transaction of another connection,
+/// as another server's change would.
+async fn insert_event(tx: &mut sqlx::AnyConnection, url: &str, key: &str) {
+    let insert = if url.starts_with("postgres") {
+        "INSERT INTO events (kind, event_key, created_at) VALUES ($1, $2, $3)"
+    } else {
+        "INSERT INTO events (kind, event_key, created_at) VALUES (?, ?, ?)"
+    };
+    sqlx::query(insert)
+        .bind("entry_created")
+        .bind(key)
+        .bind(T0)
+        .execute(tx)
+        .await
+        .unwrap();
 }

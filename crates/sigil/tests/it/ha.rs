@@ -303,11 +303,7 @@ fn changes_through_one_server_reach_the_agents_of_another(var: &str) {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b, dir_agent) = (
-        dir.path().join("a"),
-        dir.path().join("b"),
-        dir.path().join("agent"),
-    );
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
     let port_b = crate::free_port();
     let a = start(&dir_a, &database.url);
     let b = start_on(&dir_b, &database.url, port_b);
@@ -319,21 +315,7 @@ fn changes_through_one_server_reach_the_agents_of_another(var: &str) {
         wait_for_line(&a, "another server follows this one's changes");
     }
     // An agent of B, attested with a token made on B.
-    let token = json(&b.cli(&["token", "generate", "--output", "json"]));
-    let agent_id = token["spiffe_id"].as_str().unwrap().to_owned();
-    fs::create_dir_all(&dir_agent).unwrap();
-    fs::write(dir_agent.join("bootstrap.pem"), bundle_with(&b, 2)).unwrap();
-    fs::write(
-        dir_agent.join("agent.toml"),
-        format!(
-            "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:{port_b}\"\n\
-             data_dir = \"agent\"\ntrust_bundle_path = \"bootstrap.pem\"\n\
-             [node_attestor]\ntype = \"join_token\"\ntoken = \"{}\"\n",
-            token["token"].as_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let agent = Agent::start(&dir_agent);
+    let (agent, agent_id) = start_agent(&dir.path().join("agent"), &b, &b, 2, &[port_b]);
     let selector = format!("unix:uid:{}", own_uid());
     // Created through A: the workload on B's agent gets it.
     let created = json(&a.entry(&[
@@ -393,6 +375,36 @@ fn changes_through_one_server_reach_the_agents_of_another(var: &str) {
     assert!(b.terminate().success());
 }
 
+/// An agent in `dir` given the servers on `ports` (checking every second for a preferred one
+/// that is back), attested with a token made on `attest_on` and trusting the bundle `trust`
+/// serves once it holds `cas` CAs; returns it with its SPIFFE ID.
+fn start_agent(
+    dir: &Path,
+    attest_on: &Server,
+    trust: &Server,
+    cas: usize,
+    ports: &[u16],
+) -> (Agent, String) {
+    let token = json(&attest_on.cli(&["token", "generate", "--output", "json"]));
+    let addresses: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("bootstrap.pem"), bundle_with(trust, cas)).unwrap();
+    fs::write(
+        dir.join("agent.toml"),
+        format!(
+            "trust_domain = \"example.org\"\nserver_address = [{}]\n\
+             server_rebalance_interval = \"1s\"\n\
+             data_dir = \"agent\"\ntrust_bundle_path = \"bootstrap.pem\"\n\
+             [node_attestor]\ntype = \"join_token\"\ntoken = \"{}\"\n",
+            addresses.join(", "),
+            token["token"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(dir);
+    (agent, token["spiffe_id"].as_str().unwrap().to_owned())
+}
+
 /// `kill -9`: the server gets no chance to close its connections or finish anything.
 fn kill(mut server: Server) {
     server.child.kill().unwrap();
@@ -427,28 +439,6 @@ fn nth_connection(agent: &Agent, count: usize) -> String {
     panic!("the agent never made connection {count}: {}", agent.log());
 }
 
-/// Polls until the workload sees exactly `ids`, checking at every poll that it still has an
-/// identity: while its server is down, the agent keeps serving what it has.
-fn wait_for_ids_never_empty(agent: &Agent, ids: &[&str]) {
-    for _ in 0..POLLS * 2 {
-        let seen = fetched_ids(&agent.socket);
-        assert!(
-            !seen.is_empty(),
-            "the workload lost its SVID: {}",
-            agent.log()
-        );
-        if seen == ids {
-            return;
-        }
-        std::thread::sleep(POLL_PAUSE);
-    }
-    panic!(
-        "the workload never saw {ids:?} (last: {:?}): {}",
-        fetched_ids(&agent.socket),
-        agent.log()
-    );
-}
-
 /// An agent given both servers' addresses connects to the one it prefers; when that one is
 /// killed (`kill -9`) it fails over to the other without its workload losing its SVID, and
 /// follows changes made there; when the preferred server is back it moves back to it, and
@@ -458,39 +448,20 @@ fn an_agent_fails_over_and_returns_to_its_preferred_server(var: &str) {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (dir_agent, ports) = (
-        dir.path().join("agent"),
-        [crate::free_port(), crate::free_port()],
-    );
+    let ports = [crate::free_port(), crate::free_port()];
     let dirs = [dir.path().join("a"), dir.path().join("b")];
     let mut servers = [
         Some(start_on(&dirs[0], &database.url, ports[0])),
         Some(start_on(&dirs[1], &database.url, ports[1])),
     ];
     let first = servers[0].as_ref().unwrap();
-    let token = json(&first.cli(&["token", "generate", "--output", "json"]));
-    let agent_id = token["spiffe_id"].as_str().unwrap().to_owned();
-    fs::create_dir_all(&dir_agent).unwrap();
-    fs::write(
-        dir_agent.join("bootstrap.pem"),
-        bundle_with(servers[1].as_ref().unwrap(), 2),
-    )
-    .unwrap();
-    fs::write(
-        dir_agent.join("agent.toml"),
-        format!(
-            "trust_domain = \"example.org\"\n\
-             server_address = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n\
-             server_rebalance_interval = \"1s\"\n\
-             data_dir = \"agent\"\ntrust_bundle_path = \"bootstrap.pem\"\n\
-             [node_attestor]\ntype = \"join_token\"\ntoken = \"{}\"\n",
-            ports[0],
-            ports[1],
-            token["token"].as_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let agent = Agent::start(&dir_agent);
+    let (agent, agent_id) = start_agent(
+        &dir.path().join("agent"),
+        first,
+        servers[1].as_ref().unwrap(),
+        2,
+        &ports,
+    );
     let index_of = |address: &str| {
         ports
             .iter()
@@ -524,7 +495,7 @@ fn an_agent_fails_over_and_returns_to_its_preferred_server(var: &str) {
         servers[other].as_ref().unwrap(),
         "spiffe://example.org/ha/api",
     );
-    wait_for_ids_never_empty(&agent, &["spiffe://example.org/ha/api"]);
+    wait_for_all(&agent, &["spiffe://example.org/ha/api"]);
     assert_eq!(index_of(&nth_connection(&agent, 2)), other);
 
     // It comes back (resuming its CA): the agent moves back within its rebalance interval.
@@ -542,7 +513,7 @@ fn an_agent_fails_over_and_returns_to_its_preferred_server(var: &str) {
         servers[preferred].as_ref().unwrap(),
         "spiffe://example.org/ha/db",
     );
-    wait_for_ids_never_empty(&agent, &["spiffe://example.org/ha/db"]);
+    wait_for_all(&agent, &["spiffe://example.org/ha/db"]);
     assert_eq!(connections(&agent).len(), 3, "{}", agent.log());
     agent.terminate();
     assert!(servers[preferred].take().unwrap().terminate().success());
@@ -675,8 +646,8 @@ fn wait_for_first(agent: &Agent, id: &str) {
 }
 
 /// Polls (checking [`assert_served`] each time) until the workload has exactly `ids`.
-fn wait_for_all(agent: &Agent, ids: &[String]) -> Vec<(String, i64)> {
-    let mut wanted = ids.to_vec();
+fn wait_for_all<S: AsRef<str>>(agent: &Agent, ids: &[S]) -> Vec<(String, i64)> {
+    let mut wanted: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
     wanted.sort();
     for _ in 0..POLLS * 2 {
         let svids = assert_served(agent);
@@ -715,25 +686,7 @@ fn three_servers_survive_a_kill_and_a_rolling_restart(var: &str) {
     servers[2] = Some(joining.join().unwrap());
 
     let first = servers[0].as_ref().unwrap();
-    let token = json(&first.cli(&["token", "generate", "--output", "json"]));
-    let agent_id = token["spiffe_id"].as_str().unwrap().to_owned();
-    let dir_agent = dir.path().join("agent");
-    fs::create_dir_all(&dir_agent).unwrap();
-    fs::write(dir_agent.join("bootstrap.pem"), bundle_with(first, 3)).unwrap();
-    let addresses: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-    fs::write(
-        dir_agent.join("agent.toml"),
-        format!(
-            "trust_domain = \"example.org\"\nserver_address = [{}]\n\
-             server_rebalance_interval = \"1s\"\n\
-             data_dir = \"agent\"\ntrust_bundle_path = \"bootstrap.pem\"\n\
-             [node_attestor]\ntype = \"join_token\"\ntoken = \"{}\"\n",
-            addresses.join(", "),
-            token["token"].as_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let agent = Agent::start(&dir_agent);
+    let (agent, agent_id) = start_agent(&dir.path().join("agent"), first, first, 3, &ports);
     let index_of = |address: &str| {
         ports
             .iter()
@@ -852,25 +805,13 @@ fn servers_ride_out_a_database_restart(var: &str, backend: &str) {
         start_on(&dirs[0], &database.url, ports[0]),
         start_on(&dirs[1], &database.url, ports[1]),
     ]);
-    let token = json(&servers[0].cli(&["token", "generate", "--output", "json"]));
-    let agent_id = token["spiffe_id"].as_str().unwrap().to_owned();
-    let dir_agent = dir.path().join("agent");
-    fs::create_dir_all(&dir_agent).unwrap();
-    fs::write(dir_agent.join("bootstrap.pem"), bundle_with(&servers[1], 2)).unwrap();
-    fs::write(
-        dir_agent.join("agent.toml"),
-        format!(
-            "trust_domain = \"example.org\"\n\
-             server_address = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n\
-             data_dir = \"agent\"\ntrust_bundle_path = \"bootstrap.pem\"\n\
-             [node_attestor]\ntype = \"join_token\"\ntoken = \"{}\"\n",
-            ports[0],
-            ports[1],
-            token["token"].as_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let agent = Agent::start(&dir_agent);
+    let (agent, agent_id) = start_agent(
+        &dir.path().join("agent"),
+        &servers[0],
+        &servers[1],
+        2,
+        &ports,
+    );
     let selector = format!("unix:uid:{}", own_uid());
     let create = move |server: &Server, agent_id: &str, id: &str| {
         server.entry(&[

@@ -1,22 +1,31 @@
 //! Wakes the sync streams of the agents a change affects, and no others.
 //!
-//! A change does not carry its content to the streams: each stream recomputes what its agent
-//! may have from the index and sends the difference from what it sent before. So a wake-up
-//! is a counter bump on a `watch` channel, which coalesces bursts (ten changes in a row wake a
-//! slow stream once) and can never queue without bound.
+//! A change does not carry its content to the streams: it names what it may have changed for
+//! each affected agent (one entry ID, or everything), and each stream looks those entries up
+//! in the index and sends the difference from what it sent before. So the work per change is
+//! proportional to the change, not to the agent's entries. Changes pending for a stream
+//! coalesce (ten changes in a row wake a slow stream once, with ten IDs) and cannot queue
+//! without bound: past [`MAX_PENDING_ENTRIES`] the stream recomputes its whole view.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use sigil_core::EntryId;
 use sigil_spiffe::SpiffeId;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
-/// The wake-up channels of the open sync streams.
+use crate::index::{Affected, Scope};
+
+/// Beyond this many changed entries pending for one stream, it recomputes its whole view:
+/// that costs the same by then, and the pending set stays bounded.
+const MAX_PENDING_ENTRIES: usize = 10_000;
+
+/// The wake-up slots of the open sync streams.
 #[derive(Debug)]
 pub struct SyncHub {
-    /// One channel per agent with at least one stream open (an agent may reconnect while its
-    /// old stream is still draining: both listen on the same channel).
-    agents: Mutex<HashMap<SpiffeId, watch::Sender<u64>>>,
+    /// The slots of each agent with at least one stream open (an agent may reconnect while
+    /// its old stream is still draining: each stream has its own slot).
+    agents: Arc<Mutex<HashMap<SpiffeId, Vec<Arc<Slot>>>>>,
     /// Bumped when a bundle changes: our own (CA rotation) or a federated one.
     bundles: watch::Sender<u64>,
     /// Set when the server shuts down: every stream ends so that the graceful shutdown,
@@ -24,27 +33,82 @@ pub struct SyncHub {
     closing: watch::Sender<bool>,
 }
 
-/// What a sync stream waits on.
+/// One stream's changes not yet looked at, and its wake-up.
+#[derive(Debug, Default)]
+struct Slot {
+    pending: Mutex<Changes>,
+    wake: Notify,
+}
+
+/// What changed for an agent since its stream last looked.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The entries to look at again: whether the agent still has each, and which version.
+    pub entries: HashSet<EntryId>,
+    /// Anything may have changed (the agent's standing, its node aliases, a nesting
+    /// parent): the stream recomputes the whole view.
+    pub everything: bool,
+    /// Some bundle changed.
+    pub bundles: bool,
+}
+
+impl Changes {
+    fn add(&mut self, scope: &Scope) {
+        match scope {
+            Scope::Entry(_) if self.everything => {}
+            Scope::Entry(id) if self.entries.len() < MAX_PENDING_ENTRIES => {
+                self.entries.insert(id.clone());
+            }
+            Scope::Entry(_) | Scope::Everything => {
+                self.everything = true;
+                self.entries = HashSet::new();
+            }
+        }
+    }
+}
+
+/// What a sync stream waits on. Dropping it unregisters the stream.
 #[derive(Debug)]
 pub struct Subscription {
-    /// Bumped when the agent's authorized entries or its standing (banned, evicted) change.
-    pub agent: watch::Receiver<u64>,
-    /// Bumped when any bundle changes.
-    pub bundles: watch::Receiver<u64>,
+    agent: SpiffeId,
+    slot: Arc<Slot>,
+    agents: Arc<Mutex<HashMap<SpiffeId, Vec<Arc<Slot>>>>>,
+    bundles: watch::Receiver<u64>,
     closing: watch::Receiver<bool>,
 }
 
 impl Subscription {
-    /// Waits until either channel is bumped. Returns `false` when the stream must end: the
-    /// server is shutting down (or the hub is gone).
-    pub async fn changed(&mut self) -> bool {
+    /// Waits until something changed for this stream and returns what. `None` when the
+    /// stream must end: the server is shutting down (or the hub is gone).
+    pub async fn changed(&mut self) -> Option<Changes> {
         if *self.closing.borrow() {
-            return false;
+            return None;
         }
-        tokio::select! {
-            result = self.agent.changed() => result.is_ok(),
-            result = self.bundles.changed() => result.is_ok(),
-            _ = self.closing.wait_for(|closing| *closing) => false,
+        let bundles = tokio::select! {
+            () = self.slot.wake.notified() => false,
+            result = self.bundles.changed() => {
+                result.ok()?;
+                true
+            }
+            _ = self.closing.wait_for(|closing| *closing) => return None,
+        };
+        // Both may have happened; a bump seen here is not seen again.
+        let bundles = bundles || self.bundles.has_changed().unwrap_or(false);
+        self.bundles.mark_unchanged();
+        let mut changes = std::mem::take(&mut *lock(&self.slot.pending));
+        changes.bundles = bundles;
+        Some(changes)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut agents = lock(&self.agents);
+        if let Some(slots) = agents.get_mut(&self.agent) {
+            slots.retain(|slot| !Arc::ptr_eq(slot, &self.slot));
+            if slots.is_empty() {
+                agents.remove(&self.agent);
+            }
         }
     }
 }
@@ -59,7 +123,7 @@ impl SyncHub {
     /// A hub with no streams.
     pub fn new() -> Self {
         Self {
-            agents: Mutex::new(HashMap::new()),
+            agents: Arc::new(Mutex::new(HashMap::new())),
             bundles: watch::Sender::new(0),
             closing: watch::Sender::new(false),
         }
@@ -72,16 +136,18 @@ impl SyncHub {
 
     /// Registers a stream of `agent`.
     pub fn subscribe(&self, agent: &SpiffeId) -> Subscription {
-        let mut agents = self.agents();
-        // Forget channels whose streams all ended, so the map holds open streams only.
-        agents.retain(|_, sender| sender.receiver_count() > 0);
-        let agent = agents
+        let slot = Arc::new(Slot::default());
+        lock(&self.agents)
             .entry(agent.clone())
-            .or_insert_with(|| watch::Sender::new(0))
-            .subscribe();
+            .or_default()
+            .push(Arc::clone(&slot));
+        let mut bundles = self.bundles.subscribe();
+        bundles.mark_unchanged();
         Subscription {
-            agent,
-            bundles: self.bundles.subscribe(),
+            agent: agent.clone(),
+            slot,
+            agents: Arc::clone(&self.agents),
+            bundles,
             closing: self.closing.subscribe(),
         }
     }
@@ -91,12 +157,21 @@ impl SyncHub {
         self.bundles.subscribe()
     }
 
-    /// Wakes the streams of these agents; agents without a stream are skipped.
-    pub fn notify<'a>(&self, affected: impl IntoIterator<Item = &'a SpiffeId>) {
-        let agents = self.agents();
-        for agent in affected {
-            if let Some(sender) = agents.get(agent) {
-                sender.send_modify(|n| *n = n.wrapping_add(1));
+    /// Tells the streams of these agents that anything may have changed for them (their
+    /// standing or their node selectors); agents without a stream are skipped.
+    pub fn notify<'a>(&self, agents: impl IntoIterator<Item = &'a SpiffeId>) {
+        let slots = lock(&self.agents);
+        for agent in agents {
+            wake(&slots, agent, &Scope::Everything);
+        }
+    }
+
+    /// Tells the streams of each change's affected agents what the change may have changed.
+    pub fn notify_changes<'a>(&self, changes: impl IntoIterator<Item = &'a (Affected, Scope)>) {
+        let slots = lock(&self.agents);
+        for (affected, scope) in changes {
+            for agent in affected {
+                wake(&slots, agent, scope);
             }
         }
     }
@@ -108,18 +183,21 @@ impl SyncHub {
 
     /// The number of agents with an open stream.
     pub fn streaming_agents(&self) -> usize {
-        self.agents()
-            .values()
-            .filter(|sender| sender.receiver_count() > 0)
-            .count()
+        lock(&self.agents).len()
     }
+}
 
-    fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<SpiffeId, watch::Sender<u64>>> {
-        // The map holds no invariant a panic could break half-way.
-        self.agents
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+fn wake(slots: &HashMap<SpiffeId, Vec<Arc<Slot>>>, agent: &SpiffeId, scope: &Scope) {
+    for slot in slots.get(agent).into_iter().flatten() {
+        lock(&slot.pending).add(scope);
+        // Stored when the stream is busy: it looks again once done.
+        slot.wake.notify_one();
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Neither the map nor a pending set holds an invariant a panic could break half-way.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -130,21 +208,54 @@ mod tests {
         format!("spiffe://example.org{path}").parse().unwrap()
     }
 
+    fn entry(name: &str) -> EntryId {
+        name.parse().unwrap()
+    }
+
+    fn change(agents: &[&SpiffeId], scope: Scope) -> (Affected, Scope) {
+        (agents.iter().map(|a| (*a).clone()).collect(), scope)
+    }
+
     #[tokio::test]
-    async fn notify_wakes_only_the_named_agents() {
+    async fn each_stream_learns_the_entries_its_agent_was_told_of() {
         let hub = SyncHub::new();
         let mut a = hub.subscribe(&id("/a"));
+        let mut a_again = hub.subscribe(&id("/a"));
         let mut b = hub.subscribe(&id("/b"));
-        hub.notify([&id("/a"), &id("/nobody")]);
-        assert!(a.agent.has_changed().unwrap());
-        assert!(!b.agent.has_changed().unwrap());
-        assert!(a.changed().await);
-        assert!(!a.agent.has_changed().unwrap());
+        hub.notify_changes(&[
+            change(&[&id("/a"), &id("/nobody")], Scope::Entry(entry("e1"))),
+            change(&[&id("/a")], Scope::Entry(entry("e2"))),
+        ]);
+        let expected = Changes {
+            entries: HashSet::from([entry("e1"), entry("e2")]),
+            everything: false,
+            bundles: false,
+        };
+        assert_eq!(a.changed().await, Some(expected));
+        // The other stream of the same agent has its own copy.
+        assert_eq!(a_again.changed().await.unwrap().entries.len(), 2);
         hub.notify_bundles();
-        assert!(b.changed().await);
+        let seen = b.changed().await.unwrap();
+        assert!(seen.bundles && seen.entries.is_empty() && !seen.everything);
+        hub.notify([&id("/b")]);
+        hub.notify_changes(&[change(&[&id("/b")], Scope::Entry(entry("e3")))]);
+        let seen = b.changed().await.unwrap();
+        assert!(seen.everything && seen.entries.is_empty(), "{seen:?}");
         hub.close();
-        assert!(!b.changed().await);
-        assert!(!hub.subscribe(&id("/c")).changed().await);
+        assert_eq!(b.changed().await, None);
+        assert_eq!(hub.subscribe(&id("/c")).changed().await, None);
+    }
+
+    #[tokio::test]
+    async fn too_many_pending_entries_become_everything() {
+        let hub = SyncHub::new();
+        let mut a = hub.subscribe(&id("/a"));
+        let changes: Vec<_> = (0..=MAX_PENDING_ENTRIES)
+            .map(|n| change(&[&id("/a")], Scope::Entry(entry(&format!("e{n}")))))
+            .collect();
+        hub.notify_changes(&changes);
+        let seen = a.changed().await.unwrap();
+        assert!(seen.everything && seen.entries.is_empty());
     }
 
     #[test]
@@ -158,6 +269,6 @@ mod tests {
         drop(a2);
         assert_eq!(hub.streaming_agents(), 0);
         let _b = hub.subscribe(&id("/b"));
-        assert_eq!(hub.agents().len(), 1);
+        assert_eq!(lock(&hub.agents).len(), 1);
     }
 }

@@ -24,6 +24,18 @@ use sigil_spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 /// Agents affected by a change.
 pub type Affected = HashSet<SpiffeId>;
 
+/// What an entry change may have changed for each affected agent, so that its sync stream
+/// looks at that much and no more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Only whether the agent has this entry, and in which version.
+    Entry(EntryId),
+    /// Possibly any of its entries: a node alias changed (members join or leave, with
+    /// everything under it), or the entry hands out an ID that other entries are parented
+    /// to (nesting: everything below it moves along).
+    Everything,
+}
+
 /// The in-memory index of entries and agents.
 #[derive(Debug)]
 pub struct EntryIndex {
@@ -187,11 +199,56 @@ impl EntryIndex {
     }
 
     /// True when `agent` may have the entry `id`. Walks up from the entry's parent, so it
-    /// costs the depth of the nesting, not the size of the agent's set.
+    /// costs the depth of the nesting, not the size of the agent's set nor the number of
+    /// agents in a node alias.
     pub fn is_authorized(&self, agent: &SpiffeId, id: &EntryId) -> bool {
-        self.entries
-            .get(id)
-            .is_some_and(|entry| self.agents_reaching(&entry.parent_id).contains(agent))
+        if !self.agents.contains_key(agent) {
+            return false;
+        }
+        let Some(entry) = self.entries.get(id) else {
+            return false;
+        };
+        let mut seen: HashSet<&SpiffeId> = HashSet::new();
+        let mut stack = vec![&entry.parent_id];
+        while let Some(parent) = stack.pop() {
+            if !seen.insert(parent) {
+                continue;
+            }
+            if parent == agent
+                || self
+                    .alias_members
+                    .get(parent)
+                    .is_some_and(|members| members.contains_key(agent))
+            {
+                return true;
+            }
+            for entry_id in self.by_spiffe_id.get(parent).into_iter().flatten() {
+                if let Some(entry) = self.entries.get(entry_id) {
+                    stack.push(&entry.parent_id);
+                }
+            }
+        }
+        false
+    }
+
+    /// What writing `new` as the entry `id` (or removing it, `None`) may change for the
+    /// agents it affects; asked before the change is made. Most changes are
+    /// [`Scope::Entry`]: a workload entry, under an agent or a node alias, that no other
+    /// entry is parented to.
+    pub fn change_scope(&self, id: &EntryId, new: Option<&RegistrationEntry>) -> Scope {
+        let old = self.entries.get(id).map(|entry| &**entry);
+        let alias = |entry: &RegistrationEntry| entry.parent_id == self.server_id;
+        let has_children = |entry: &RegistrationEntry| self.children.contains_key(&entry.spiffe_id);
+        if old.is_some_and(alias) || new.is_some_and(alias) {
+            return Scope::Everything;
+        }
+        // An entry that keeps its place (parent and SPIFFE ID) moves nothing below it.
+        let same_place = matches!((old, new), (Some(o), Some(n))
+            if o.parent_id == n.parent_id && o.spiffe_id == n.spiffe_id);
+        if !same_place && (old.is_some_and(has_children) || new.is_some_and(has_children)) {
+            return Scope::Everything;
+        }
+        Scope::Entry(id.clone())
     }
 
     /// The agents that receive the children of `parent`: walk up through the entries that

@@ -8,7 +8,7 @@
 //! change in place. Reads (signing, authorization) take read locks on memory only and never
 //! wait for the datastore.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 use crate::ca::{CaError, CaEvent, CertificateAuthority};
 use crate::datastore::{DataStore, DataStoreError, NodeFilter, PublishedAuthority};
 use crate::hub::SyncHub;
-use crate::index::EntryIndex;
+use crate::index::{Affected, EntryIndex, Scope};
 
 /// Entries read per query when the state is loaded.
 const LOAD_PAGE_SIZE: u32 = 10_000;
@@ -358,6 +358,25 @@ impl ServerState {
         read(&self.index).authorized_entries(agent)
     }
 
+    /// Each of the entries `ids` as `agent` may have it now (`None`: it may not, or it is
+    /// gone), under one read of the index.
+    pub fn authorized_subset(
+        &self,
+        agent: &SpiffeId,
+        ids: &HashSet<EntryId>,
+    ) -> Vec<(EntryId, Option<Arc<RegistrationEntry>>)> {
+        let index = read(&self.index);
+        ids.iter()
+            .map(|id| {
+                let entry = index
+                    .is_authorized(agent, id)
+                    .then(|| index.entry(id).cloned())
+                    .flatten();
+                (id.clone(), entry)
+            })
+            .collect()
+    }
+
     /// The entry `id` when `agent` may have it.
     pub fn authorized_entry(
         &self,
@@ -389,8 +408,8 @@ impl ServerState {
     ) -> Result<RegistrationEntry, DataStoreError> {
         let _writer = self.writer.lock().await;
         let stored = self.datastore.create_entry(entry).await?;
-        let affected = write(&self.index).upsert_entry(stored.clone());
-        self.hub.notify(&affected);
+        let change = upsert_indexed(&mut write(&self.index), stored.clone());
+        self.hub.notify_changes(&[change]);
         Ok(stored)
     }
 
@@ -403,14 +422,15 @@ impl ServerState {
     ) -> Result<Vec<Result<RegistrationEntry, DataStoreError>>, DataStoreError> {
         let _writer = self.writer.lock().await;
         let results = self.datastore.create_entries(entries).await?;
-        let mut affected = crate::index::Affected::new();
-        {
+        let changes: Vec<_> = {
             let mut index = write(&self.index);
-            for stored in results.iter().flatten() {
-                affected.extend(index.upsert_entry(stored.clone()));
-            }
-        }
-        self.hub.notify(&affected);
+            results
+                .iter()
+                .flatten()
+                .map(|stored| upsert_indexed(&mut index, stored.clone()))
+                .collect()
+        };
+        self.hub.notify_changes(&changes);
         Ok(results)
     }
 
@@ -431,8 +451,8 @@ impl ServerState {
         // The creation time is the server's record, not the caller's to change.
         entry.created_at = existing.created_at;
         let stored = self.datastore.update_entry(&entry).await?;
-        let affected = write(&self.index).upsert_entry(stored.clone());
-        self.hub.notify(&affected);
+        let change = upsert_indexed(&mut write(&self.index), stored.clone());
+        self.hub.notify_changes(&[change]);
         Ok(stored)
     }
 
@@ -440,8 +460,8 @@ impl ServerState {
     pub async fn delete_entry(&self, id: &EntryId) -> Result<(), DataStoreError> {
         let _writer = self.writer.lock().await;
         self.datastore.delete_entry(id).await?;
-        let affected = write(&self.index).remove_entry(id);
-        self.hub.notify(&affected);
+        let change = remove_indexed(&mut write(&self.index), id);
+        self.hub.notify_changes(&[change]);
         Ok(())
     }
 
@@ -607,18 +627,18 @@ impl ServerState {
     pub async fn apply_stored_entry(&self, id: &EntryId) -> Result<(), DataStoreError> {
         let _writer = self.writer.lock().await;
         let stored = self.datastore.entry(id).await?;
-        let affected = {
+        let change = {
             let mut index = write(&self.index);
             match stored {
                 Some(entry) if index.entry(id).is_some_and(|known| **known == entry) => {
                     return Ok(());
                 }
-                Some(entry) => index.upsert_entry(entry),
+                Some(entry) => upsert_indexed(&mut index, entry),
                 None if index.entry(id).is_none() => return Ok(()),
-                None => index.remove_entry(id),
+                None => remove_indexed(&mut index, id),
             }
         };
-        self.hub.notify(&affected);
+        self.hub.notify_changes(&[change]);
         Ok(())
     }
 
@@ -743,6 +763,18 @@ fn served_own(stored: &Bundle, ca: &Bundle) -> Bundle {
         served.set_sequence(Some(next));
     }
     served
+}
+
+/// Writes an entry into the index; returns who it affects and what it may change for them.
+fn upsert_indexed(index: &mut EntryIndex, entry: RegistrationEntry) -> (Affected, Scope) {
+    let scope = index.change_scope(&entry.id, Some(&entry));
+    (index.upsert_entry(entry), scope)
+}
+
+/// Removes an entry from the index; returns who it affects and what it may change for them.
+fn remove_indexed(index: &mut EntryIndex, id: &EntryId) -> (Affected, Scope) {
+    let scope = index.change_scope(id, None);
+    (index.remove_entry(id), scope)
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {

@@ -1,11 +1,13 @@
 //! `SyncAuthorizedEntries`: one long-lived stream per agent. It sends the agent's whole view
 //! (its authorized entries and the bundles they need) first, then, each time the hub wakes
-//! it, the difference between the view now and what it sent. The view is always recomputed
-//! from the index, so a spurious wake-up costs a comparison and sends nothing.
+//! it, the difference between what the index holds now and what it sent. The hub names the
+//! entries a change may have touched, so the stream looks at those only; a change of the
+//! agent's standing or node aliases makes it recompute the whole view. Either way the result
+//! is compared with what was sent, so a spurious wake-up sends nothing.
 //!
 //! The other `Entry` methods are administrative and served on the admin socket only.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use sigil_core::{EntryId, RegistrationEntry, wire};
@@ -47,36 +49,179 @@ impl SyncEndpoint {
 #[derive(Default)]
 struct View {
     entries: HashMap<EntryId, Arc<RegistrationEntry>>,
+    /// How many of the entries federate with each trust domain: the bundles they need.
+    federates: HashMap<TrustDomain, usize>,
     /// Each bundle with its document, which is what changes are judged by.
     bundles: BTreeMap<TrustDomain, (Bundle, String)>,
 }
 
+/// What changed in a view, to be sent.
+#[derive(Default)]
+struct Diff {
+    upserted: Vec<Arc<RegistrationEntry>>,
+    deleted: Vec<EntryId>,
+    bundles: Vec<Bundle>,
+    dropped: Vec<TrustDomain>,
+}
+
+impl Diff {
+    fn is_empty(&self) -> bool {
+        self.upserted.is_empty()
+            && self.deleted.is_empty()
+            && self.bundles.is_empty()
+            && self.dropped.is_empty()
+    }
+}
+
 impl View {
+    /// The whole view, from the index: what the first message sends, and what a change of
+    /// the agent's standing or node aliases is judged against.
     fn compute(state: &ServerState, agent: &SpiffeId) -> Self {
-        let entries: HashMap<EntryId, Arc<RegistrationEntry>> = state
-            .authorized_entries(agent)
-            .into_iter()
-            .map(|entry| (entry.id.clone(), entry))
-            .collect();
+        let mut view = Self::default();
+        for entry in state.authorized_entries(agent) {
+            view.add(entry);
+        }
+        view.bundles = view.needed_bundles(state);
+        view
+    }
+
+    /// The bundles the view needs now: ours, and those its entries federate with. A
+    /// federated trust domain without a bundle yet is simply not sent; it arrives in a delta
+    /// when its bundle is set.
+    fn needed_bundles(&self, state: &ServerState) -> BTreeMap<TrustDomain, (Bundle, String)> {
         let mut bundles = BTreeMap::new();
         let own = state.own_bundle();
         if let Ok(document) = own.to_document() {
             bundles.insert(own.trust_domain().clone(), (own, document));
         }
-        for trust_domain in entries.values().flat_map(|e| &e.federates_with) {
+        for trust_domain in self.federates.keys() {
             if bundles.contains_key(trust_domain) {
                 continue;
             }
-            // A federated trust domain without a bundle yet is simply not sent; it arrives
-            // in a delta when its bundle is set.
             if let Some(bundle) = state.federated_bundle(trust_domain)
                 && let Ok(document) = bundle.to_document()
             {
                 bundles.insert(trust_domain.clone(), (bundle, document));
             }
         }
-        Self { entries, bundles }
+        bundles
     }
+
+    fn add(&mut self, entry: Arc<RegistrationEntry>) {
+        for trust_domain in &entry.federates_with {
+            *self.federates.entry(trust_domain.clone()).or_default() += 1;
+        }
+        if let Some(old) = self.entries.insert(entry.id.clone(), entry) {
+            self.forget_federates(&old);
+        }
+    }
+
+    fn remove(&mut self, id: &EntryId) -> bool {
+        let Some(old) = self.entries.remove(id) else {
+            return false;
+        };
+        self.forget_federates(&old);
+        true
+    }
+
+    fn forget_federates(&mut self, old: &RegistrationEntry) {
+        for trust_domain in &old.federates_with {
+            if let Some(count) = self.federates.get_mut(trust_domain) {
+                *count -= 1;
+                if *count == 0 {
+                    self.federates.remove(trust_domain);
+                }
+            }
+        }
+    }
+
+    /// Becomes `now`; returns the difference. Costs the size of both views.
+    fn replace(&mut self, now: Self) -> Diff {
+        let mut diff = Diff {
+            upserted: now
+                .entries
+                .values()
+                .filter(|e| self.entries.get(&e.id).is_none_or(|old| differs(old, e)))
+                .cloned()
+                .collect(),
+            deleted: self
+                .entries
+                .keys()
+                .filter(|id| !now.entries.contains_key(*id))
+                .cloned()
+                .collect(),
+            ..Diff::default()
+        };
+        let before = std::mem::replace(self, now);
+        diff_bundles(&before.bundles, &self.bundles, &mut diff);
+        diff
+    }
+
+    /// Looks again at the entries `ids` only (and at the bundles when `bundles` changed, or
+    /// when the trust domains the entries federate with did); returns the difference. Costs
+    /// the number of IDs, not the size of the view.
+    fn update(
+        &mut self,
+        state: &ServerState,
+        agent: &SpiffeId,
+        ids: &HashSet<EntryId>,
+        bundles: bool,
+    ) -> Diff {
+        let mut diff = Diff::default();
+        let mut federation_changed = false;
+        for (id, now) in state.authorized_subset(agent, ids) {
+            match now {
+                Some(entry) if self.entries.get(&id).is_none_or(|old| differs(old, &entry)) => {
+                    let federated_before = self.entries.get(&id).map(|old| &old.federates_with[..]);
+                    federation_changed |=
+                        federated_before.unwrap_or_default() != &entry.federates_with[..];
+                    diff.upserted.push(Arc::clone(&entry));
+                    self.add(entry);
+                }
+                Some(_) => {}
+                None => {
+                    let federated = self
+                        .entries
+                        .get(&id)
+                        .is_some_and(|old| !old.federates_with.is_empty());
+                    if self.remove(&id) {
+                        federation_changed |= federated;
+                        diff.deleted.push(id);
+                    }
+                }
+            }
+        }
+        if bundles || federation_changed {
+            let now = self.needed_bundles(state);
+            diff_bundles(&self.bundles, &now, &mut diff);
+            self.bundles = now;
+        }
+        diff
+    }
+}
+
+/// Whether the index's entry `now` differs from the one sent.
+fn differs(sent: &Arc<RegistrationEntry>, now: &Arc<RegistrationEntry>) -> bool {
+    // The index hands out the same allocation until an entry changes, so the pointer settles
+    // almost every entry without comparing its fields.
+    !Arc::ptr_eq(sent, now) && (sent.revision != now.revision || **sent != **now)
+}
+
+fn diff_bundles(
+    before: &BTreeMap<TrustDomain, (Bundle, String)>,
+    now: &BTreeMap<TrustDomain, (Bundle, String)>,
+    diff: &mut Diff,
+) {
+    diff.bundles = now
+        .iter()
+        .filter(|(td, (_, document))| before.get(*td).is_none_or(|(_, old)| old != document))
+        .map(|(_, (bundle, _))| bundle.clone())
+        .collect();
+    diff.dropped = before
+        .keys()
+        .filter(|td| !now.contains_key(*td))
+        .cloned()
+        .collect();
 }
 
 #[tonic::async_trait]
@@ -144,34 +289,39 @@ async fn run_stream(
     sender: mpsc::Sender<SyncItem>,
 ) {
     tracing::debug!(%agent, "sync stream opened");
-    let mut sent = View::compute(&state, &agent);
-    if !send_all(&sender, snapshot(&sent)).await {
+    let mut view = View::compute(&state, &agent);
+    if !send_all(&sender, snapshot(&view)).await {
         return;
     }
     loop {
-        tokio::select! {
-            alive = subscription.changed() => if !alive {
-                // Shutting down: the agent reconnects (to this server or another one).
-                let _ = sender.send(Err(Status::unavailable("the server is shutting down"))).await;
-                return;
+        let changes = tokio::select! {
+            changes = subscription.changed() => match changes {
+                Some(changes) => changes,
+                None => {
+                    // Shutting down: the agent reconnects (to this server or another one).
+                    let _ = sender.send(Err(Status::unavailable("the server is shutting down"))).await;
+                    return;
+                }
             },
             () = sender.closed() => {
                 tracing::debug!(%agent, "sync stream closed by the agent");
                 return;
             }
-        }
+        };
         // A banned or evicted agent's stream ends here.
         if let Err(error) = state.agent_standing(&agent) {
             tracing::info!(%error, "sync stream ended");
             let _ = sender.send(Err(permission_denied())).await;
             return;
         }
-        let now = View::compute(&state, &agent);
-        let messages = changes(&sent, &now);
-        if !send_all(&sender, messages).await {
+        let diff = if changes.everything {
+            view.replace(View::compute(&state, &agent))
+        } else {
+            view.update(&state, &agent, &changes.entries, changes.bundles)
+        };
+        if !send_all(&sender, messages(diff, &view)).await {
             return;
         }
-        sent = now;
     }
 }
 
@@ -226,76 +376,36 @@ fn snapshot(view: &View) -> Vec<pb::SyncAuthorizedEntriesResponse> {
         .collect()
 }
 
-/// What changed from `before` to `now`, as deltas (or a snapshot when that is smaller); no
-/// message when nothing did.
-fn changes(before: &View, now: &View) -> Vec<pb::SyncAuthorizedEntriesResponse> {
-    let upserted: Vec<pb::RegistrationEntry> = now
-        .entries
-        .values()
-        .filter(|e| {
-            before
-                .entries
-                .get(&e.id)
-                // The index hands out the same allocation until an entry changes, so the
-                // pointer settles almost every entry without comparing its fields.
-                .is_none_or(|old| {
-                    !Arc::ptr_eq(old, e) && (old.revision != e.revision || **old != ***e)
-                })
-        })
-        .map(|e| wire::entry_to_wire(e))
-        .collect();
-    let deleted_ids: Vec<String> = before
-        .entries
-        .keys()
-        .filter(|id| !now.entries.contains_key(*id))
-        .map(ToString::to_string)
-        .collect();
-    let bundles = bundle_messages(
-        now.bundles
-            .iter()
-            .filter(|(td, (_, document))| {
-                before
-                    .bundles
-                    .get(*td)
-                    .is_none_or(|(_, old)| old != document)
-            })
-            .map(|(_, (b, _))| b),
-    );
-    let dropped_trust_domains: Vec<String> = before
-        .bundles
-        .keys()
-        .filter(|td| !now.bundles.contains_key(*td))
-        .map(ToString::to_string)
-        .collect();
-    if upserted.is_empty()
-        && deleted_ids.is_empty()
-        && bundles.is_empty()
-        && dropped_trust_domains.is_empty()
-    {
+/// The messages that send `diff`, a change to `view` (as it is now): deltas, or a snapshot
+/// when that is smaller; no message when nothing changed.
+fn messages(diff: Diff, view: &View) -> Vec<pb::SyncAuthorizedEntriesResponse> {
+    if diff.is_empty() {
         return Vec::new();
     }
     // A change touching more entries than the agent has is sent as the whole view.
-    if upserted.len() + deleted_ids.len() > now.entries.len().max(ENTRIES_PER_MESSAGE) {
-        return snapshot(now);
+    if diff.upserted.len() + diff.deleted.len() > view.entries.len().max(ENTRIES_PER_MESSAGE) {
+        return snapshot(view);
     }
+    let bundles = bundle_messages(diff.bundles.iter());
+    let dropped: Vec<String> = diff.dropped.iter().map(ToString::to_string).collect();
+    let mut upserted = diff
+        .upserted
+        .iter()
+        .map(|e| wire::entry_to_wire(e))
+        .peekable();
+    let mut deleted = diff.deleted.iter().map(ToString::to_string).peekable();
     let mut messages = Vec::new();
-    let mut upserted = upserted.into_iter().peekable();
-    let mut deleted_ids = deleted_ids.into_iter().peekable();
     let mut first = true;
-    while first || upserted.peek().is_some() || deleted_ids.peek().is_some() {
+    while first || upserted.peek().is_some() || deleted.peek().is_some() {
         let part_upserted: Vec<_> = upserted.by_ref().take(ENTRIES_PER_MESSAGE).collect();
         let room = ENTRIES_PER_MESSAGE - part_upserted.len();
-        let part_deleted: Vec<_> = deleted_ids.by_ref().take(room.max(1)).collect();
+        let part_deleted: Vec<_> = deleted.by_ref().take(room.max(1)).collect();
         messages.push(pb::SyncAuthorizedEntriesResponse {
             update: Some(Update::Delta(Delta {
                 upserted: part_upserted,
                 deleted_ids: part_deleted,
                 bundles: if first { bundles.clone() } else { Vec::new() },
-                dropped_trust_domains: if first {
-                    dropped_trust_domains.clone()
-                } else {
-                    Vec::new()
-                },
+                dropped_trust_domains: if first { dropped.clone() } else { Vec::new() },
             })),
         });
         first = false;

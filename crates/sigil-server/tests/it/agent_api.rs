@@ -963,11 +963,27 @@ async fn federated_bundles_follow_the_entries_that_need_them() {
     assert!(delta.upserted.is_empty());
     assert_eq!(delta.bundles.len(), 1);
     assert_eq!(delta.bundles[0].trust_domain, "partner.org");
+
+    // While a second entry still needs partner.org, deleting the first keeps its bundle.
+    let mut second = workload_entry("spiffe://example.org/api", agent.spiffe_id());
+    second.federates_with = vec!["partner.org".parse().unwrap()];
+    let second = create_entry(&f.state, second).await;
+    let Update::Delta(delta) = next_update(&mut stream).await else {
+        panic!("expected a delta");
+    };
+    assert_eq!(delta.upserted.len(), 1);
+    assert!(delta.bundles.is_empty(), "partner.org was sent already");
     f.state.delete_entry(&mine.id).await.unwrap();
     let Update::Delta(delta) = next_update(&mut stream).await else {
         panic!("expected a delta");
     };
     assert_eq!(delta.deleted_ids, [mine.id.to_string()]);
+    assert!(delta.dropped_trust_domains.is_empty());
+    f.state.delete_entry(&second.id).await.unwrap();
+    let Update::Delta(delta) = next_update(&mut stream).await else {
+        panic!("expected a delta");
+    };
+    assert_eq!(delta.deleted_ids, [second.id.to_string()]);
     assert_eq!(delta.dropped_trust_domains, ["partner.org"]);
     f.stop().await;
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use proptest::prelude::*;
 use sigil_core::{RegistrationEntry, SelectorSet};
-use sigil_server::index::EntryIndex;
+use sigil_server::index::{EntryIndex, Scope};
 use sigil_spiffe::{SpiffeId, TrustDomain};
 
 const SERVER: &str = "spiffe://example.org/sigil/server";
@@ -280,6 +280,7 @@ proptest! {
         let mut model = Model::default();
         for op in ops {
             let before = model.views();
+            let mut scope = Scope::Everything;
             let affected = match op {
                 Op::Upsert { entry: e, spiffe, parent, sels, hint } => {
                     let sel_names: Vec<&str> = sels.iter().map(|i| SELECTORS[*i]).collect();
@@ -291,11 +292,14 @@ proptest! {
                     );
                     new.hint = hint.to_string();
                     model.entries.insert(new.id.to_string(), new.clone());
+                    scope = index.change_scope(&new.id, Some(&new));
                     index.upsert_entry(new)
                 }
                 Op::Remove { entry } => {
                     model.entries.remove(&format!("e{entry}"));
-                    index.remove_entry(&format!("e{entry}").parse().unwrap())
+                    let id = format!("e{entry}").parse().unwrap();
+                    scope = index.change_scope(&id, None);
+                    index.remove_entry(&id)
                 }
                 Op::SetAgent { agent: a, sels } => {
                     let sel_names: Vec<&str> = sels.iter().map(|i| SELECTORS[*i]).collect();
@@ -305,7 +309,27 @@ proptest! {
             };
             let after = model.views();
             for a in model.agents.keys() {
-                prop_assert_eq!(ids(&index, a), model.authorized(a));
+                let authorized = model.authorized(a);
+                prop_assert_eq!(ids(&index, a), authorized.clone());
+                for e in 0..12 {
+                    let name = format!("e{e}");
+                    prop_assert_eq!(
+                        index.is_authorized(a, &name.parse().unwrap()),
+                        authorized.contains(&name),
+                        "is_authorized({}, {})", a, name
+                    );
+                }
+            }
+            // A change scoped to one entry changed nothing else for anyone: a stream that
+            // looks at that entry alone sees everything that changed.
+            if let Scope::Entry(changed) = &scope {
+                for (a, view) in &after {
+                    let others = |view: &[RegistrationEntry]| -> Vec<RegistrationEntry> {
+                        view.iter().filter(|e| e.id != *changed).cloned().collect()
+                    };
+                    let old = before.get(a).map(|v| others(v)).unwrap_or_default();
+                    prop_assert_eq!(others(view), old, "{} saw more change than {}", a, changed);
+                }
             }
             // Exactly the agents whose view changed are told (a new agent's first view comes
             // with attestation, not through this report).

@@ -25,8 +25,10 @@ use crate::server::ServerChannel;
 /// What the server authorizes this agent for, as last synced.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Authorized {
-    /// Entries by ID. Shared: a delta copies the map, not the entries it leaves alone.
-    pub entries: BTreeMap<String, Arc<RegistrationEntry>>,
+    /// Entries by ID, in a persistent map: a delta shares everything it leaves alone with
+    /// the state before (O(log n) per changed entry), and the SVID cache diffs the two by
+    /// skipping what they share.
+    pub entries: imbl::OrdMap<String, Arc<RegistrationEntry>>,
     /// Bundles by trust domain name: ours and the federated ones the entries name.
     pub bundles: BTreeMap<String, Bundle>,
     /// Whether a full snapshot has arrived since the agent started.

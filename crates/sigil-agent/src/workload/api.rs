@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 use super::fingerprint::{Digest, Fingerprint};
 use crate::demand::Demand;
 use crate::jwt::JwtCache;
-use crate::svids::WorkloadView;
+use crate::view::WorkloadView;
 
 /// How long a first answer waits for the agent's first sync or for SVIDs still being
 /// signed, before a caller with no identity gets PermissionDenied.

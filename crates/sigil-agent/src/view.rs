@@ -235,4 +235,34 @@ mod tests {
         assert!(view.is_empty() && view.by_selector.is_empty() && view.unselected.is_empty());
         assert!(matching(&view, &["unix:uid:2"]).is_empty());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// After any inserts and removals, every caller finds what a scan of every entry
+        /// finds, in the same order.
+        #[test]
+        fn matching_agrees_with_a_scan(
+            ops in proptest::collection::vec(
+                (0..12i64, 0..4i64, proptest::collection::vec(0..5usize, 0..3), proptest::bool::ANY),
+                1..60,
+            ),
+            callers in proptest::collection::vec(proptest::collection::vec(0..5usize, 0..4), 1..6),
+        ) {
+            const SELECTORS: [&str; 5] = ["u:a", "u:b", "u:c", "k:ns:x", "k:sa:y"];
+            let mut view = WorkloadView::default();
+            for (n, created_at, selectors, remove) in ops {
+                let names: Vec<&str> = selectors.iter().map(|i| SELECTORS[*i]).collect();
+                if remove {
+                    view.remove(&OrderKey::test(created_at, &format!("entry-{n}")));
+                } else {
+                    view.insert(entry(n, created_at, &names));
+                }
+            }
+            for caller in callers {
+                let names: Vec<&str> = caller.iter().map(|i| SELECTORS[*i]).collect();
+                proptest::prop_assert_eq!(matching(&view, &names), scan(&view, &names));
+            }
+        }
+    }
 }

@@ -21,6 +21,9 @@
 
 mod common;
 
+#[path = "common/cluster.rs"]
+mod cluster;
+
 #[path = "../tests/it/spire_process.rs"]
 #[allow(dead_code)]
 mod spire_process;
@@ -28,17 +31,15 @@ mod spire_process;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use cluster::{SigilServer, exec, spawn_server, start_agent_named, with_database};
 use common::{
     create_uid_entry, free_port, load_average, report, unix_channel, wait_for_id, wait_for_socket,
     workload_client, workload_request,
 };
-use sigil_proto::server::v1 as pb;
 use sigil_proto::workload::X509svidRequest;
 use spire_process::Process;
-use sqlx::{AssertSqlSafe, Connection};
 use tokio::time::Instant;
 
 const SERVERS: usize = 3;
@@ -65,37 +66,6 @@ fn main() {
         }
     }
     println!("load average at end: {}", load_average());
-}
-
-/// A running `sigil server run` on the shared database.
-struct SigilServer {
-    process: Process,
-    admin_socket: PathBuf,
-}
-
-fn spawn_server(dir: &Path, url: &str, port: u16) -> SigilServer {
-    fs::create_dir_all(dir).unwrap();
-    let admin_socket = dir.join("run/admin.sock");
-    let config = dir.join("server.toml");
-    fs::write(
-        &config,
-        format!(
-            "trust_domain = \"example.org\"\ndata_dir = \"data\"\n\
-             bind_address = \"127.0.0.1:{port}\"\nadmin_socket = \"{}\"\n\
-             [datastore]\nurl = \"{url}\"\n",
-            admin_socket.display()
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sigil"));
-    command
-        .args(["server", "run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn");
-    SigilServer {
-        process: Process::spawn(command, dir.join("server.log")),
-        admin_socket,
-    }
 }
 
 async fn run(admin: &str, samples: usize) {
@@ -270,77 +240,4 @@ async fn failover(
 /// socket, and its SPIFFE ID.
 async fn start_agent(dir: &Path, server: &SigilServer, port: u16) -> ((Process, PathBuf), String) {
     start_agent_named(dir, "agent", server, &[port], "warn").await
-}
-
-/// An agent in `dir/name` given the servers on `ports` (checking every second for a
-/// preferred one that is back), logging at `log_level`.
-async fn start_agent_named(
-    dir: &Path,
-    name: &str,
-    server: &SigilServer,
-    ports: &[u16],
-    log_level: &str,
-) -> ((Process, PathBuf), String) {
-    let channel = unix_channel(server.admin_socket.clone()).await.unwrap();
-    let token = sigil_proto::server::v1::agent_client::AgentClient::new(channel.clone())
-        .create_join_token(pb::CreateJoinTokenRequest {
-            ttl: 600,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let bundle = sigil_proto::server::v1::bundle_client::BundleClient::new(channel)
-        .get_bundle(pb::GetBundleRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let dir = dir.join(name);
-    fs::create_dir_all(&dir).unwrap();
-    let addresses: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-    fs::write(dir.join("bootstrap.json"), &bundle.document).unwrap();
-    fs::write(
-        dir.join("agent.toml"),
-        format!(
-            "trust_domain = \"example.org\"\nserver_address = [{}]\n\
-             server_rebalance_interval = \"1s\"\n\
-             data_dir = \"data\"\nsocket_path = \"api.sock\"\n\
-             trust_bundle_path = \"bootstrap.json\"\ntrust_bundle_format = \"spiffe\"\n\
-             [node_attestor]\ntype = \"join_token\"\ntoken = \"{}\"\n",
-            addresses.join(", "),
-            token.value
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sigil"));
-    command
-        .args(["agent", "run", "--config"])
-        .arg(dir.join("agent.toml"))
-        .env("RUST_LOG", log_level);
-    let process = Process::spawn(command, dir.join("agent.log"));
-    let socket = dir.join("api.sock");
-    wait_for_socket(&socket).await;
-    ((process, socket), token.agent_id)
-}
-
-async fn exec(admin: &str, statement: &str) {
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(admin).await.unwrap();
-    sqlx::query(AssertSqlSafe(statement.to_owned()))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-}
-
-/// The admin URL with its database name replaced.
-fn with_database(admin: &str, name: &str) -> String {
-    let (base, query) = admin
-        .split_once('?')
-        .map_or((admin, None), |(b, q)| (b, Some(q)));
-    let (server, _) = base.rsplit_once('/').unwrap();
-    match query {
-        Some(q) => format!("{server}/{name}?{q}"),
-        None => format!("{server}/{name}"),
-    }
 }

@@ -34,31 +34,30 @@ impl DataStore {
             .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX));
         let trust_domain = bundle.trust_domain().as_str();
         let now = self.now();
-        let updated = sqlx::query(self.sql(
-            "UPDATE bundles SET document = ?, sequence_number = ?, updated_at = ? \
-             WHERE trust_domain = ?",
+        // Only the event's name depends on this read: servers storing a new bundle at once
+        // may each record a creation, which the followers treat as any other change.
+        let existed = sqlx::query(self.sql("SELECT 1 FROM bundles WHERE trust_domain = ?"))
+            .bind(trust_domain)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        // One statement: every server stores each federated bundle it fetches, so several
+        // insert the same new row at once.
+        sqlx::query(self.upsert(
+            "bundles",
+            "trust_domain",
+            &["document", "sequence_number", "updated_at"],
         ))
-        .bind(document.clone())
+        .bind(trust_domain)
+        .bind(document)
         .bind(sequence)
         .bind(now)
-        .bind(trust_domain)
         .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let kind = if updated == 0 {
-            sqlx::query(self.sql(
-                "INSERT INTO bundles (trust_domain, document, sequence_number, updated_at) \
-                 VALUES (?, ?, ?, ?)",
-            ))
-            .bind(trust_domain)
-            .bind(document)
-            .bind(sequence)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            EventKind::BundleCreated
-        } else {
+        .await?;
+        let kind = if existed {
             EventKind::BundleUpdated
+        } else {
+            EventKind::BundleCreated
         };
         self.record_event(tx, kind, trust_domain).await
     }

@@ -214,6 +214,7 @@ suite!(
     a_batch_of_entries_is_one_transaction_and_a_refused_one_changes_nothing,
     racing_batches_store_a_registration_once,
     new_servers_saving_their_rows_at_once_all_succeed,
+    a_federated_bundle_first_stored_by_servers_at_once_is_stored_once,
     the_sweep_applies_an_event_committed_after_its_hole_was_given_up,
     server_peers_are_live_while_refreshed_and_withdrawn_at_stop,
 );
@@ -1641,6 +1642,41 @@ async fn new_servers_saving_their_rows_at_once_all_succeed(ctx: Ctx) {
         Some(b"journal".to_vec())
     );
     assert_eq!(ctx.store.live_peers("none", 60).await.unwrap().len(), 40);
+}
+
+async fn a_federated_bundle_first_stored_by_servers_at_once_is_stored_once(ctx: Ctx) {
+    // Every server fetches each federated bundle on its own and stores what it got: the first
+    // time, several insert the same new row at once. An UPDATE of the missing row and then an
+    // INSERT failed one of them (PostgreSQL: a duplicate key; InnoDB: a deadlock).
+    for round in 0..5 {
+        let mut tasks = Vec::new();
+        let start = Arc::new(tokio::sync::Barrier::new(8));
+        for _ in 0..8 {
+            let store = ctx.reopen().await.unwrap();
+            let start = Arc::clone(&start);
+            tasks.push(tokio::spawn(async move {
+                store.ca_journal("warm-up").await.unwrap();
+                start.wait().await;
+                let mut bundle = Bundle::new(td(&format!("partner{round}.test")));
+                bundle.set_sequence(Some(1));
+                store.set_bundle(&bundle).await.unwrap();
+                store.close().await;
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+    let stored = ctx.store.list_bundles().await.unwrap();
+    assert_eq!(stored.len(), 5);
+    assert_eq!(
+        ctx.store.bundle(&td("partner4.test")).await.unwrap(),
+        Some({
+            let mut bundle = Bundle::new(td("partner4.test"));
+            bundle.set_sequence(Some(1));
+            bundle
+        })
+    );
 }
 
 async fn server_peers_are_live_while_refreshed_and_withdrawn_at_stop(ctx: Ctx) {

@@ -246,6 +246,10 @@ pub async fn run(
     tracing::info!(%instance, resumed, sequence = ca.sequence(), "ca started");
     log_events(&events);
     let (persisted, own_bundle) = persist(&datastore, &config.trust_domain, &instance, &ca).await?;
+    if datastore.backend() != Backend::Sqlite {
+        // Other servers serve our authorities from the datastore only.
+        ca.require_publication();
+    }
     if adopted_legacy {
         datastore.delete_ca_journal(server_id.as_str()).await?;
     }
@@ -255,7 +259,8 @@ pub async fn run(
         // them reaches a workload (SPIFFE Federation: publish new keys before use).
         tracing::info!(
             servers = others,
-            "new authorities published; waiting {}s for the other servers to serve them before              signing with them",
+            "new authorities published; waiting {}s for the other servers to serve them before \
+             signing with them",
             JOIN_DELAY.as_secs()
         );
         tokio::time::sleep(JOIN_DELAY).await;
@@ -538,6 +543,7 @@ async fn rotate_forever(state: Arc<ServerState>, instance: String, mut persisted
                 match written {
                     Ok(bundle) => {
                         persisted = rotation.journal;
+                        state.ca_published(rotation.sequence);
                         state.set_stored_own_bundle(bundle);
                         continue;
                     }
@@ -576,6 +582,10 @@ fn log_events(events: &[CaEvent]) {
             CaEvent::JwtPrepared { kid } => tracing::info!(%kid, "jwt key prepared"),
             CaEvent::JwtActivated { kid } => tracing::info!(%kid, "jwt key activated"),
             CaEvent::JwtRetired { kid } => tracing::info!(%kid, "jwt key retired"),
+            CaEvent::ActivationAwaitsPublication => tracing::warn!(
+                "the next ca is due to sign, but its bundle has not reached the datastore; \
+                 the active ca signs on until it has"
+            ),
         }
     }
 }

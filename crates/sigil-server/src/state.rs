@@ -108,6 +108,8 @@ pub struct Rotation {
     pub bundle: Bundle,
     /// Whether the served bundle changed (and the streams were woken).
     pub bundle_changed: bool,
+    /// The CA's bundle sequence after the step: what `published` is the state of.
+    pub sequence: u64,
 }
 
 /// The server's shared state.
@@ -270,10 +272,10 @@ impl ServerState {
     /// caller publishes [`Rotation::published`] and gives the result to
     /// [`Self::set_stored_own_bundle`].
     pub fn rotate_ca(&self, now: SystemTime) -> Result<Rotation, CaError> {
-        let (events, journal, published) = {
+        let (events, journal, published, sequence) = {
             let mut ca = write(&self.ca);
             let events = ca.rotate(now)?;
-            (events, ca.journal(), ca.published())
+            (events, ca.journal(), ca.published(), ca.sequence())
         };
         let (bundle, bundle_changed) = self.refresh_own();
         Ok(Rotation {
@@ -282,7 +284,14 @@ impl ServerState {
             published,
             bundle,
             bundle_changed,
+            sequence,
         })
+    }
+
+    /// The CA's authorities as of bundle `sequence` are in the datastore (see
+    /// [`CertificateAuthority::require_publication`]).
+    pub fn ca_published(&self, sequence: u64) {
+        write(&self.ca).mark_published(sequence);
     }
 
     /// Takes the own bundle as the datastore has it now (after a publication, or read back to

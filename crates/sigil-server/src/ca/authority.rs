@@ -112,6 +112,10 @@ pub enum CaEvent {
         /// Its key ID.
         kid: String,
     },
+    /// The next authorities are due to sign, but the bundle holding them has not reached the
+    /// datastore yet (other servers, and their agents, would not trust them): the active ones
+    /// go on signing while they are valid.
+    ActivationAwaitsPublication,
 }
 
 /// What the CA is configured with.
@@ -165,6 +169,9 @@ pub struct CertificateAuthority {
     x509: Vec<X509Slot>,
     jwt: Vec<JwtSlot>,
     sequence: u64,
+    /// Whether an authority signs only once the bundle holding it is published (several
+    /// servers on one datastore), and the newest sequence published.
+    publication: Option<u64>,
 }
 
 impl CertificateAuthority {
@@ -184,6 +191,7 @@ impl CertificateAuthority {
             x509: Vec::new(),
             jwt: Vec::new(),
             sequence: 0,
+            publication: None,
         };
         if let Some(journal) = journal {
             ca.restore(journal)?;
@@ -198,8 +206,13 @@ impl CertificateAuthority {
         let mut events = Vec::new();
 
         // Closures borrow only the fields they use, so the slots can be borrowed mutably.
+        let gate = match self.publication {
+            None => Gate::Off,
+            Some(published) if published >= self.sequence => Gate::Published,
+            Some(_) => Gate::Unpublished,
+        };
         let key_id = next_key_id("x509-ca", self.x509.iter().map(|s| &s.key_id))?;
-        let x509 = advance(&mut self.x509, now, || {
+        let x509 = advance(&mut self.x509, now, gate, || {
             new_x509_slot(
                 &self.settings,
                 self.key_manager.as_ref(),
@@ -225,7 +238,7 @@ impl CertificateAuthority {
         }
 
         let key_id = next_key_id("jwt", self.jwt.iter().map(|s| &s.key_id))?;
-        let jwt = advance(&mut self.jwt, now, || {
+        let jwt = advance(&mut self.jwt, now, gate, || {
             new_jwt_slot(&self.settings, self.key_manager.as_ref(), key_id, now)
         })?;
         events.extend(
@@ -248,6 +261,9 @@ impl CertificateAuthority {
             });
         }
 
+        if x509.waiting || jwt.waiting {
+            events.push(CaEvent::ActivationAwaitsPublication);
+        }
         // Activation moves nothing in or out of the bundle; preparing and retiring do.
         if x509.changed_bundle() || jwt.changed_bundle() {
             self.sequence += 1;
@@ -327,6 +343,23 @@ impl CertificateAuthority {
     /// The bundle's `spiffe_sequence`.
     pub fn sequence(&self) -> u64 {
         self.sequence
+    }
+
+    /// From now on a prepared authority is activated only once the bundle holding it has
+    /// been published ([`CertificateAuthority::mark_published`]), while the active one is
+    /// valid: servers sharing a datastore serve each other's authorities from it, so an
+    /// authority that never reached it (the database down from preparation to activation)
+    /// would sign SVIDs that the other servers' agents reject. The bundle as it is now counts
+    /// as published (the caller has just written it).
+    pub fn require_publication(&mut self) {
+        self.publication = Some(self.sequence);
+    }
+
+    /// The bundle of `sequence` (or a later one) is in the datastore.
+    pub fn mark_published(&mut self, sequence: u64) {
+        if let Some(published) = &mut self.publication {
+            *published = (*published).max(sequence);
+        }
     }
 
     /// Makes the bundle's sequence follow `previous` (that of a bundle this CA replaces), so
@@ -628,6 +661,17 @@ impl Slot for JwtSlot {
 }
 
 /// What one rotation step did to the slots of one kind.
+/// Whether activation waits for the bundle's publication.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// One server: what it serves is what it holds.
+    Off,
+    /// Every change of the bundle so far is published.
+    Published,
+    /// The latest change is not published yet.
+    Unpublished,
+}
+
 struct Advance<S> {
     /// Slots that expired and left the bundle.
     retired: Vec<S>,
@@ -636,6 +680,8 @@ struct Advance<S> {
     prepared: bool,
     /// The active slot changed.
     activated: bool,
+    /// Activation was due but waits for the bundle's publication.
+    waiting: bool,
 }
 
 impl<S> Advance<S> {
@@ -646,16 +692,20 @@ impl<S> Advance<S> {
 
 /// One rotation step for one kind of authority: retire what expired, activate the prepared
 /// slot (or a fresh one, when there is none) once the active one is due, prepare the next one
-/// once half the active one's life has passed.
+/// once half the active one's life has passed. Under a publication [`Gate`], a valid active
+/// slot keeps signing past its due time until the next one is published: that one is prepared
+/// if need be, and activated on a later step.
 fn advance<S: Slot>(
     slots: &mut Vec<S>,
     now: SystemTime,
+    gate: Gate,
     make: impl FnOnce() -> Result<S, CaError>,
 ) -> Result<Advance<S>, CaError> {
     let mut out = Advance {
         retired: retire_expired(slots, now),
         prepared: false,
         activated: false,
+        waiting: false,
     };
     let active = slots.iter().position(|s| s.status() == SlotStatus::Active);
     let prepared = slots
@@ -665,7 +715,20 @@ fn advance<S: Slot>(
         let (not_before, not_after) = slots[i].validity();
         activation_due(not_before, not_after, now)
     });
-    if due {
+    // A slot prepared on this step is not published yet either.
+    let wait = match gate {
+        Gate::Off => false,
+        Gate::Published => prepared.is_none(),
+        Gate::Unpublished => true,
+    };
+    let active_valid = active.is_some_and(|i| slots[i].validity().1 > now);
+    if due && active_valid && wait {
+        if prepared.is_none() {
+            slots.push(make()?);
+            out.prepared = true;
+        }
+        out.waiting = true;
+    } else if due {
         let next = match prepared {
             Some(i) => i,
             None => {

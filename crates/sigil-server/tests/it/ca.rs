@@ -94,6 +94,7 @@ fn kinds(events: &[CaEvent]) -> Vec<&'static str> {
             CaEvent::JwtPrepared { .. } => "jwt prepared",
             CaEvent::JwtActivated { .. } => "jwt activated",
             CaEvent::JwtRetired { .. } => "jwt retired",
+            CaEvent::ActivationAwaitsPublication => "awaits publication",
         })
         .collect()
 }
@@ -185,6 +186,63 @@ fn the_whole_rotation_cycle_under_a_forced_clock() {
         (20..=24).contains(&ca.sequence()),
         "sequence {}",
         ca.sequence()
+    );
+}
+
+#[test]
+fn with_several_servers_an_authority_signs_only_once_its_bundle_is_published() {
+    let ttl = 6 * HOUR;
+    let (mut ca, _) = fresh_ca(ttl);
+    ca.require_publication();
+    let first = ca.active_x509().unwrap().certificate().clone();
+    // Prepared at half-life; the database is down, so nothing is published.
+    let t = t0() + 3 * HOUR + MINUTE;
+    assert_eq!(
+        kinds(&ca.rotate(t).unwrap()),
+        ["x509 prepared", "jwt prepared"]
+    );
+    // Due to sign, but other servers do not have it: the first one signs on.
+    let t = t0() + 5 * HOUR;
+    assert_eq!(kinds(&ca.rotate(t).unwrap()), ["awaits publication"]);
+    assert_eq!(ca.active_x509().unwrap().certificate(), &first);
+    sign_and_verify(&ca, 10 * MINUTE, t);
+    // Published: the next step activates it.
+    ca.mark_published(ca.sequence());
+    assert_eq!(
+        kinds(&ca.rotate(t + MINUTE).unwrap()),
+        ["x509 activated", "jwt activated"]
+    );
+    assert_ne!(ca.active_x509().unwrap().certificate(), &first);
+
+    // A server that missed the half-life step prepares at the due time and waits too.
+    let (mut ca, _) = fresh_ca(ttl);
+    ca.require_publication();
+    let first = ca.active_x509().unwrap().certificate().clone();
+    assert_eq!(
+        kinds(&ca.rotate(t0() + 5 * HOUR).unwrap()),
+        ["x509 prepared", "jwt prepared", "awaits publication"]
+    );
+    assert_eq!(ca.active_x509().unwrap().certificate(), &first);
+    ca.mark_published(ca.sequence());
+    assert_eq!(
+        kinds(&ca.rotate(t0() + 5 * HOUR + MINUTE).unwrap()),
+        ["x509 activated", "jwt activated"]
+    );
+
+    // Never published: once the active one expires, the next signs anyway (nothing else can).
+    let (mut ca, _) = fresh_ca(ttl);
+    ca.require_publication();
+    ca.rotate(t0() + 3 * HOUR + MINUTE).unwrap();
+    let events = kinds(&ca.rotate(t0() + 6 * HOUR + MINUTE).unwrap());
+    assert!(events.contains(&"x509 activated"), "{events:?}");
+    sign_and_verify(&ca, 10 * MINUTE, t0() + 6 * HOUR + MINUTE);
+
+    // One server (no gate): activation is on time, as before.
+    let (mut ca, _) = fresh_ca(ttl);
+    ca.rotate(t0() + 3 * HOUR + MINUTE).unwrap();
+    assert_eq!(
+        kinds(&ca.rotate(t0() + 5 * HOUR).unwrap()),
+        ["x509 activated", "jwt activated"]
     );
 }
 

@@ -131,15 +131,15 @@ impl Book {
         match self.cached.get_mut(id) {
             Some(cached) if cached.revision == entry.revision => {
                 cached.key = key.clone();
-                self.schedule.signed(key, cached.rotation);
+                self.schedule.signed(key.clone(), cached.rotation);
             }
             _ => {
                 self.cached.remove(id);
                 self.current.svids.remove(id);
-                self.schedule.unsigned(key);
+                self.schedule.unsigned(key.clone());
             }
         }
-        self.current.insert(entry);
+        self.current.insert_keyed(key, entry);
         self.unpublished = true;
     }
 
@@ -241,15 +241,11 @@ impl Book {
 
     /// Records a signed SVID for `entry`.
     fn signed(&mut self, entry: &RegistrationEntry, svid: X509Svid) {
-        let key = OrderKey::of(entry);
         // The entry may have left while its SVID was being signed.
-        if self
-            .current
-            .get(&key)
-            .is_none_or(|now| now.revision != entry.revision)
-        {
-            return;
-        }
+        let key = match self.current.get_key_value(&OrderKey::of(entry)) {
+            Some((key, now)) if now.revision == entry.revision => key.clone(),
+            _ => return,
+        };
         let rotation = rotation(&svid);
         let svid = Arc::new(svid);
         self.schedule.signed(key.clone(), rotation);

@@ -16,11 +16,12 @@ use sigil_core::{RegistrationEntry, Selector, SelectorSet};
 use sigil_spiffe::{Bundle, X509Svid};
 
 /// An entry's place in the order workloads see entries in: oldest first, ties by entry ID, so
-/// a workload's default SVID (its first) does not change when an entry is added.
+/// a workload's default SVID (its first) does not change when an entry is added. The ID is
+/// shared: the view, the selector index and the rotation queues each hold the key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OrderKey {
     created_at: i64,
-    id: String,
+    id: Arc<str>,
 }
 
 impl OrderKey {
@@ -28,7 +29,7 @@ impl OrderKey {
     pub fn of(entry: &RegistrationEntry) -> Self {
         Self {
             created_at: entry.created_at,
-            id: entry.id.as_str().to_owned(),
+            id: Arc::from(entry.id.as_str()),
         }
     }
 
@@ -41,7 +42,7 @@ impl OrderKey {
     pub(crate) fn test(created_at: i64, id: &str) -> Self {
         Self {
             created_at,
-            id: id.to_owned(),
+            id: Arc::from(id),
         }
     }
 }
@@ -86,9 +87,18 @@ impl WorkloadView {
         self.entries.get(key)
     }
 
+    /// The key as stored (sharing its ID) and the entry at `key`.
+    pub fn get_key_value(&self, key: &OrderKey) -> Option<(&OrderKey, &Arc<RegistrationEntry>)> {
+        self.entries.get_key_value(key)
+    }
+
     /// Adds an entry, or replaces the one with its key.
     pub fn insert(&mut self, entry: Arc<RegistrationEntry>) {
-        let key = OrderKey::of(&entry);
+        self.insert_keyed(OrderKey::of(&entry), entry);
+    }
+
+    /// [`WorkloadView::insert`] with the entry's key made already (`OrderKey::of(&entry)`).
+    pub fn insert_keyed(&mut self, key: OrderKey, entry: Arc<RegistrationEntry>) {
         self.remove(&key);
         let rarest = entry
             .selectors

@@ -513,28 +513,14 @@ fn not_before(svid: &X509Svid) -> Option<SystemTime> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use sigil_core::{EntryId, SelectorSet};
-
     use super::*;
 
+    /// `entry-N`, older the larger N; `entry-0` expired long ago.
     fn entry(n: i64, revision: u64) -> Arc<RegistrationEntry> {
-        let id: EntryId = format!("entry-{n}").parse().unwrap();
-        Arc::new(RegistrationEntry {
-            id,
-            spiffe_id: format!("spiffe://example.org/w{n}").parse().unwrap(),
-            parent_id: "spiffe://example.org/sigil/agent/x".parse().unwrap(),
-            selectors: SelectorSet::new(),
-            x509_svid_ttl: None,
-            jwt_svid_ttl: None,
-            dns_names: Vec::new(),
-            federates_with: Vec::new(),
-            admin: false,
-            downstream: false,
-            hint: String::new(),
-            expires_at: (n == 0).then_some(1),
-            revision,
-            created_at: 1000 - n,
-        })
+        let mut entry = (*crate::view::tests::entry(n, 1000 - n, &[])).clone();
+        entry.expires_at = (n == 0).then_some(1);
+        entry.revision = revision;
+        Arc::new(entry)
     }
 
     fn authorized(count: i64) -> Authorized {

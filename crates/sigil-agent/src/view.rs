@@ -154,12 +154,14 @@ impl WorkloadView {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
 
-    fn entry(n: i64, created_at: i64, selectors: &[&str]) -> Arc<RegistrationEntry> {
+    /// `entry-N` for `spiffe://example.org/wN`, created at `created_at`, revision 1, for the
+    /// agent's unit tests.
+    pub(crate) fn entry(n: i64, created_at: i64, selectors: &[&str]) -> Arc<RegistrationEntry> {
         Arc::new(RegistrationEntry {
             id: format!("entry-{n}").parse().unwrap(),
             spiffe_id: format!("spiffe://example.org/w{n}").parse().unwrap(),

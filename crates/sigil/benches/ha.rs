@@ -33,7 +33,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cluster::{SigilServer, exec, spawn_server, start_agent_named, with_database};
+use cluster::{SigilServer, exec, spawn_server, start_agent_named, start_servers, with_database};
 use common::{
     create_uid_entry, free_port, load_average, report, unix_channel, wait_for_id, wait_for_socket,
     workload_client, workload_request,
@@ -74,20 +74,7 @@ async fn run(admin: &str, samples: usize) {
     let url = with_database(admin, &name);
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<u16> = (0..SERVERS).map(|_| free_port()).collect();
-    // The first alone, then the others together (each new one waits before signing).
-    let first = spawn_server(&dir.path().join("server-0"), &url, ports[0]);
-    wait_for_socket(&first.admin_socket).await;
-    let mut servers = vec![first];
-    for (n, port) in ports.iter().enumerate().skip(1) {
-        servers.push(spawn_server(
-            &dir.path().join(format!("server-{n}")),
-            &url,
-            *port,
-        ));
-    }
-    for server in &servers {
-        wait_for_socket(&server.admin_socket).await;
-    }
+    let mut servers = start_servers(dir.path(), &url, &ports).await;
     let last = servers.len() - 1;
     let uid = fs::metadata("/proc/self").unwrap().uid();
     let (agent, agent_id) = start_agent(dir.path(), &servers[last], ports[last]).await;

@@ -32,10 +32,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use cluster::{SigilServer, exec, spawn_server, start_agent_named, with_database};
+use cluster::{exec, start_agent_named, start_servers, with_database};
 use common::{
-    free_port, load_average, status_kib, unix_channel, wait_for_socket, workload_client,
-    workload_request,
+    free_port, load_average, status_kib, unix_channel, workload_client, workload_request,
 };
 use sigil_proto::server::v1 as pb;
 use sigil_proto::workload::X509svidRequest;
@@ -182,19 +181,7 @@ async fn run(admin: &str, minutes: f64, streams: usize) -> Outcome {
     let url = with_database(admin, &name);
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<u16> = (0..SERVERS).map(|_| free_port()).collect();
-    let first = spawn_server(&dir.path().join("server-0"), &url, ports[0]);
-    wait_for_socket(&first.admin_socket).await;
-    let mut servers: Vec<SigilServer> = vec![first];
-    for (n, port) in ports.iter().enumerate().skip(1) {
-        servers.push(spawn_server(
-            &dir.path().join(format!("server-{n}")),
-            &url,
-            *port,
-        ));
-    }
-    for server in &servers {
-        wait_for_socket(&server.admin_socket).await;
-    }
+    let servers = start_servers(dir.path(), &url, &ports).await;
     let mut agents: Vec<(Process, PathBuf)> = Vec::new();
     let admin_channel = unix_channel(servers[0].admin_socket.clone()).await.unwrap();
     let uid = std::fs::metadata("/proc/self").unwrap().uid();

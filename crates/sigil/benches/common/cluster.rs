@@ -43,6 +43,22 @@ pub(crate) fn spawn_server(dir: &Path, url: &str, port: u16) -> SigilServer {
     }
 }
 
+/// A server on each of `ports` in `dir/server-N`, all on `url`: the first alone, then the
+/// others together (each new one waits before signing); returns once every admin socket
+/// answers.
+pub(crate) async fn start_servers(dir: &Path, url: &str, ports: &[u16]) -> Vec<SigilServer> {
+    let first = spawn_server(&dir.join("server-0"), url, ports[0]);
+    wait_for_socket(&first.admin_socket).await;
+    let mut servers = vec![first];
+    for (n, port) in ports.iter().enumerate().skip(1) {
+        servers.push(spawn_server(&dir.join(format!("server-{n}")), url, *port));
+    }
+    for server in &servers {
+        wait_for_socket(&server.admin_socket).await;
+    }
+    servers
+}
+
 /// An agent in `dir/name` given the servers on `ports` (checking every second for a
 /// preferred one that is back), logging at `log_level`.
 pub(crate) async fn start_agent_named(

@@ -331,7 +331,9 @@ fn rss_flat(samples: &[Sample]) -> Option<bool> {
 /// Whether no process ends with more open file descriptors than it ever had in the first half
 /// of the run. Not "than at sample 10": an agent renewing its own SVID (at half its life, 30
 /// minutes by default) opens a connection on its new channel while its sync stream stays on
-/// the old one, one more descriptor that stays one. A leak keeps growing past that.
+/// the old one, one more descriptor that stays one. A leak keeps growing past that. The step
+/// comes at about minute 30, so this fits runs of an hour or more: in a shorter one it falls
+/// in the second half and is reported as growth.
 fn fds_flat(samples: &[Sample]) -> Option<bool> {
     if samples.len() < 20 {
         return None;
